@@ -1,0 +1,81 @@
+"""The `inctrl` command line: one root composing the model, pipelines and services commands."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines.data_commands import app as data_app
+from services.stream_commands import app as stream_app
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="InCTRLv2 few-shot anomaly inspection.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
+app.add_typer(data_app, name="data", help="Datasets: synthetic factory data.")
+app.add_typer(bench_app, name="bench")
+app.add_typer(stream_app, name="stream", help="Streaming: feed frames to Kafka.")
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to score.")],
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder (config.json + heads.safetensors).")],
+    prompts: Annotated[Path, typer.Option(help="Folder of K normal reference images of the class.")],
+    class_name: Annotated[str, typer.Option(help="Product name used in the text prompts, e.g. 'capsule'.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    threshold: Annotated[float, typer.Option(help="Map level for the reported anomalous area.")] = 0.5,
+    device: Annotated[Optional[str], typer.Option(help="torch device; default cuda when present.")] = None,
+) -> None:
+    """Score images: per image a JSON, the map as 16-bit PNG and a heat-map overlay JPEG."""
+    from model import InCTRLv2
+
+    from .predict import predict as run_predict
+
+    detector = InCTRLv2.load(checkpoint, device=device)
+    records = run_predict(detector, prompts, class_name, images, out, threshold)
+    for record in records:
+        typer.echo(json.dumps({"image": record["image"], "score": round(record["score"], 4)}))
+
+
+@bench_app.command("model")
+def bench_model(
+    backbone: Annotated[str, typer.Option(help='OpenCLIP name, "tiny" or "efficientnet-lite0".')] = "ViT-B-16-plus-240",
+    pretrained: Annotated[Optional[str], typer.Option(help='Weights; "none" = random (speed does not depend on them).')] = "none",
+    batch: Annotated[list[int], typer.Option(help="Batch sizes.")] = [1, 16],
+    shots: Annotated[list[int], typer.Option(help="Prompt counts K.")] = [1, 4],
+    iters: Annotated[int, typer.Option(min=1, help="Timed iterations per configuration.")] = 3,
+    device: Annotated[Optional[str], typer.Option(help="torch device; default cuda when present.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option(help="Also write the rows as JSON here.")] = None,
+) -> None:
+    """Images/s and peak memory: bare backbone forward vs the full detector."""
+    from model import InCTRLv2Config
+    from pipelines.model_bench import format_table, run_model_bench
+
+    weights = None if pretrained in (None, "none") else pretrained
+    config = InCTRLv2Config(backbone=backbone, pretrained=weights)
+    rows = run_model_bench(config, tuple(batch), tuple(shots), iters=iters, device=device)
+    typer.echo(f"backbone {backbone} ({weights or 'random weights'}), device {device or 'auto'}")
+    typer.echo(format_table(rows))
+    if json_out:
+        json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+
+
+def main() -> None:
+    """Entry point: expected failures (bad input, missing files or weights) print one line, exit 2."""
+    from model import CheckpointError, InvalidImageError, PromptBankError, WeightsUnavailableError
+
+    try:
+        app()
+    except (CheckpointError, InvalidImageError, PromptBankError, WeightsUnavailableError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,23 @@
+"""Backbones behind one interface; ``create_backbone`` maps a config to one."""
+from __future__ import annotations
+
+from ..config import InCTRLv2Config
+from .base import Backbone, WeightsUnavailableError, default_layers
+from .efficientnet import EfficientNetLite0Backbone
+from .openclip import TINY_NAME, OpenCLIPBackbone
+
+IMAGE_ONLY = {"efficientnet-lite0"}
+
+
+def create_backbone(config: InCTRLv2Config) -> Backbone:
+    """"tiny" -> seeded random OpenCLIP; "efficientnet-lite0" -> image-only; else an OpenCLIP name."""
+    if config.backbone == "efficientnet-lite0":
+        return EfficientNetLite0Backbone(config.pretrained, config.layers, config.seed)
+    if config.backbone == "tiny":
+        if config.pretrained is not None:
+            raise ValueError('backbone "tiny" is random by design; use pretrained=None')
+        return OpenCLIPBackbone(TINY_NAME, None, config.layers, config.seed)
+    return OpenCLIPBackbone(config.backbone, config.pretrained, config.layers, config.seed)
+
+
+__all__ = ["Backbone", "WeightsUnavailableError", "create_backbone", "default_layers", "IMAGE_ONLY"]

@@ -1,0 +1,84 @@
+"""A domain's prompt bank: what K normal reference images contribute to every query of that domain."""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from .neighbours import PatchSearch, create_patch_search
+
+BANK_FORMAT = "inctrl-prompt-bank/1"
+
+
+class PromptBankError(ValueError):
+    """A prompt bank that cannot be used: malformed file or built with another backbone."""
+
+
+@dataclass
+class PromptBank:
+    """Reference features of one domain. Head-independent, so a bank outlives retraining of the heads."""
+
+    class_name: str
+    backbone_id: str  # the backbone (name, weights, layers) that produced these features
+    embeddings: torch.Tensor  # (K, E) f_v of the prompts, before psi
+    patches: torch.Tensor  # (L, K * N, W), L2-normalised patch tokens of all prompts per layer
+    text: torch.Tensor  # (2, E), rows F_n, F_a
+    _searches: dict[tuple[str, int], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def shots(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def search(self, backend: str, chunk_rows: int) -> PatchSearch:
+        """The nearest-patch search over this bank, built once per backend and cached."""
+        key = (backend, chunk_rows)
+        if key not in self._searches:
+            self._searches[key] = create_patch_search(self.patches, backend, chunk_rows)
+        return self._searches[key]
+
+    def to(self, device: torch.device | str) -> PromptBank:
+        return PromptBank(
+            self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device)
+        )
+
+    def to_bytes(self) -> bytes:
+        """safetensors with the metadata in its header: one self-describing object for the store."""
+        tensors = {"embeddings": self.embeddings, "patches": self.patches, "text": self.text}
+        metadata = {"format": BANK_FORMAT, "class_name": self.class_name, "backbone_id": self.backbone_id}
+        return save_tensors({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> PromptBank:
+        metadata = _safetensors_metadata(data, source)
+        if metadata.get("format") != BANK_FORMAT:
+            raise PromptBankError(f"{source}: not a prompt bank (format {metadata.get('format')!r})")
+        tensors = load_tensors(data)
+        missing = {"embeddings", "patches", "text"} - tensors.keys()
+        if missing:
+            raise PromptBankError(f"{source}: prompt bank lacks tensors {sorted(missing)}")
+        return cls(metadata["class_name"], metadata["backbone_id"], tensors["embeddings"], tensors["patches"], tensors["text"])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromptBank:
+        path = Path(path)
+        if not path.is_file():
+            raise PromptBankError(f"prompt bank file {path} does not exist")
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+
+def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:
+    """The __metadata__ of a safetensors blob (the format: u64 header length, JSON header, tensors)."""
+    try:
+        (length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + length])
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise PromptBankError(f"{source}: not a safetensors file ({exc})") from exc
+    return header.get("__metadata__") or {}

@@ -1,0 +1,46 @@
+"""Detector configuration: plain data, validated at the boundary, saved next to every checkpoint."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_BACKBONE = "ViT-B-16-plus-240"
+DEFAULT_PRETRAINED = "laion400m_e32"
+
+
+class InCTRLv2Config(BaseModel):
+    """Everything that decides what an InCTRLv2 detector computes.
+
+    Head shapes are not here: they follow from the backbone and are checked when a checkpoint loads.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = Field(
+        DEFAULT_BACKBONE,
+        description='OpenCLIP model name, "tiny" (random test model) or "efficientnet-lite0" (image-only).',
+    )
+    pretrained: str | None = Field(
+        DEFAULT_PRETRAINED,
+        description="OpenCLIP hub tag, local weights file, s3:// URI, or None for seeded random weights.",
+    )
+    layers: tuple[int, ...] | None = Field(
+        None, description="0-based blocks whose patch tokens feed the residuals; None = backbone default."
+    )
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Eq 9: weight of max(M_x) in the image score.")
+    beta: float = Field(0.75, ge=0.0, le=1.0, description="Eq 17: weight of the OASL map in the final map.")
+    blur: bool = Field(True, description="Gaussian blur of the final map (Eq 17, optional).")
+    blur_sigma: float = Field(4.0, gt=0.0, description="Blur sigma in model-resolution pixels.")
+    patch_temperature: float = Field(0.07, gt=0.0, description="Temperature of the DASL/OASL softmax (Eq 7-8).")
+    adapter_reduction: int = Field(4, ge=1, description="psi bottleneck: embed_dim // adapter_reduction.")
+    nn_backend: Literal["torch", "faiss"] = Field("torch", description="Nearest-patch search implementation.")
+    nn_chunk_rows: int = Field(8192, ge=1, description="Query rows per matmul chunk in the torch search.")
+    seed: int = Field(0, description="Seed for random backbone weights and the image-only text stand-ins.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_valid(cls, layers: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if layers is not None and (not layers or min(layers) < 0 or len(set(layers)) != len(layers)):
+            raise ValueError(f"layers must be distinct non-negative block indices, got {layers}")
+        return layers

@@ -1,0 +1,162 @@
+"""InCTRLv2: the composed detector (backbone, prompt banks, heads, fusion) and its Python API."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Backbone, create_backbone
+from .bank import PromptBank, PromptBankError
+from .checkpoint import CheckpointError, read_config, read_heads, write_checkpoint
+from .config import InCTRLv2Config
+from .fusion import fused_map, fused_score, gaussian_blur
+from .heads import HeadOutputs, InCTRLv2Heads
+from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
+from .prompts import orthogonal_prototypes, text_prototypes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detection:
+    """Scores and maps for a batch; maps are at the caller's image resolution."""
+
+    scores: torch.Tensor  # s(x) (B,) in [0, 1], Eq 9
+    maps: torch.Tensor  # M'(x) (B, H, W) in [0, 1], Eq 17
+    image_scores: torch.Tensor  # s_i (B,)
+    text_scores: torch.Tensor | None  # s_q (B,), None on image-only backbones
+    patch_scores: torch.Tensor  # max M_x (B,), the training-free nearest-neighbour score
+
+
+class InCTRLv2(nn.Module):
+    """Few-shot anomaly detection and segmentation on a frozen backbone.
+
+    >>> det = InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained=None))
+    >>> bank = det.build_prompt_bank(normals, class_name="capsule")  # normals (K, 3, H, W) in [0, 1]
+    >>> out = det.detect(images, bank)  # out.scores (B,), out.maps (B, H, W)
+    """
+
+    def __init__(self, config: InCTRLv2Config | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        self.config = config or InCTRLv2Config()
+        self.backbone: Backbone = create_backbone(self.config)
+        b = self.backbone
+        self.heads = InCTRLv2Heads(b.embed_dim, b.patch_dim, len(b.layers), self.config.adapter_reduction)
+        self.preprocess = Preprocessor(b.image_size, b.mean, b.std)
+        self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.heads.parameters()).device
+
+    @property
+    def backbone_id(self) -> str:
+        """Identifies the features a bank holds: banks from another backbone are refused."""
+        b, c = self.backbone, self.config
+        pretrained = c.pretrained if c.pretrained is not None else f"random-seed{c.seed}"
+        return f"{b.name}|{pretrained}|layers={','.join(map(str, b.layers))}"
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated (B, C, H, W) in [0, 1] -> embedding (B, E), patch tokens (B, L, N, W), float32.
+
+        Domain-independent: the serving layer batches frames of all domains through this one call.
+        """
+        validate_images(images)
+        x = self.preprocess(images.to(self.device, non_blocking=True))
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            embedding, patches = self.backbone(x)
+        return embedding.float(), patches.float()
+
+    def text_prototypes(self, class_name: str) -> torch.Tensor:
+        """(2, E) F_n, F_a: the prompt ensemble, or fixed orthogonal stand-ins without a text tower."""
+        if not self.backbone.has_text:
+            return orthogonal_prototypes(self.backbone.embed_dim, self.config.seed).to(self.device)
+        with torch.no_grad():
+            return text_prototypes(class_name, self.backbone.encode_text)
+
+    @torch.inference_mode()
+    def build_prompt_bank(self, normals: torch.Tensor | Sequence[torch.Tensor], class_name: str) -> PromptBank:
+        """K >= 1 normal images in [0, 1] -> the domain's prompt bank.
+
+        ``normals`` is a (K, C, H, W) batch, or a sequence of (C, H, W) images of any sizes.
+        """
+        if len(normals) == 0:
+            raise InvalidImageError("prompt set is empty: give at least one normal image (K >= 1)")
+        batches = [normals] if isinstance(normals, torch.Tensor) else [image[None] for image in normals]
+        encoded = [self.encode(validate_images(batch, "normals")) for batch in batches]
+        embeddings = torch.cat([e for e, _ in encoded])  # (K, E)
+        patches = torch.cat([p for _, p in encoded])  # (K, L, N, W)
+        n_layers, width = patches.shape[1], patches.shape[-1]
+        references = F.normalize(patches, dim=-1).transpose(0, 1).reshape(n_layers, -1, width)  # (L, K*N, W)
+        return PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))
+
+    def head_outputs(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank) -> HeadOutputs:
+        """Every head quantity for encoded queries of one domain."""
+        if bank.backbone_id != self.backbone_id:
+            raise PromptBankError(
+                f"prompt bank for {bank.class_name!r} was built with {bank.backbone_id}, detector uses {self.backbone_id}"
+            )
+        if bank.embeddings.device != embedding.device:
+            bank = bank.to(embedding.device)
+        search = bank.search(self.config.nn_backend, self.config.nn_chunk_rows)
+        max_cosine = search.max_cosine(F.normalize(patches, dim=-1))  # (B, L, N)
+        return self.heads(
+            embedding,
+            patches,
+            max_cosine,
+            bank.embeddings[None],
+            bank.text[None],
+            self.backbone.logit_scale if self.backbone.has_text else None,
+            self.config.patch_temperature,
+        )
+
+    def fuse(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq 9 and Eq 17 (+ optional blur): scores (B,), maps (B, S, S) at model resolution."""
+        size = self.backbone.image_size
+        maps = fused_map(outputs, self.backbone.grid, size, self.config.beta)
+        if self.config.blur:
+            maps = gaussian_blur(maps, self.config.blur_sigma)
+        return fused_score(outputs, self.config.alpha).clamp(0, 1), maps.clamp(0, 1)
+
+    @torch.inference_mode()
+    def score(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank, size: tuple[int, int]) -> Detection:
+        """Score already-encoded images against one domain's bank; maps come back at ``size`` (H, W)."""
+        outputs = self.head_outputs(embedding, patches, bank)
+        scores, maps = self.fuse(outputs)
+        return Detection(
+            scores=scores,
+            maps=restore_geometry(maps, *size),
+            image_scores=outputs.image_score,
+            text_scores=outputs.text_score,
+            patch_scores=outputs.patch_residual.amax(dim=-1),
+        )
+
+    @torch.inference_mode()
+    def detect(self, images: torch.Tensor, bank: PromptBank) -> Detection:
+        """(B, C, H, W) in [0, 1] -> scores (B,) and maps (B, H, W) against one domain's bank."""
+        embedding, patches = self.encode(images)
+        return self.score(embedding, patches, bank, tuple(images.shape[-2:]))
+
+    def save(self, directory: str | Path) -> Path:
+        """Heads as safetensors + config.json; the frozen backbone is named, not stored."""
+        return write_checkpoint(directory, self.config, self.backbone.describe(), self.heads.state_dict())
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str | None = None) -> InCTRLv2:
+        """Rebuild the detector a checkpoint names; every head shape is checked before loading."""
+        config, recorded = read_config(directory)
+        detector = cls(config, device=device)
+        actual = detector.backbone.describe()
+        differing = {k: (recorded.get(k), v) for k, v in actual.items() if k in recorded and recorded[k] != v}
+        if differing:
+            raise CheckpointError(f"checkpoint {directory}: backbone differs (saved, now): {differing}")
+        tensors = read_heads(directory, detector.heads.state_dict())
+        detector.heads.load_state_dict(tensors)
+        log.info("loaded checkpoint %s (backbone %s)", directory, detector.backbone_id)
+        return detector.eval()

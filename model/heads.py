@@ -1,0 +1,121 @@
+"""Trainable heads on the frozen backbone: psi, eta (image residual), phi_1 (DASL), phi_2 (OASL)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .residuals import image_residual, patch_residual
+
+
+class ResidualAdapter(nn.Sequential):
+    """psi: E -> E/r -> E, ReLU after each, no bias (InCTRL's adapter)."""
+
+    def __init__(self, embed_dim: int, reduction: int):
+        hidden = max(1, embed_dim // reduction)
+        super().__init__(
+            nn.Linear(embed_dim, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, embed_dim, bias=False),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ResidualScorer(nn.Sequential):
+    """eta: E -> 128 -> 64 -> 1 with BatchNorm (eval mode makes it batch independent)."""
+
+    def __init__(self, embed_dim: int):
+        super().__init__(
+            nn.Linear(embed_dim, 128),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, 64),
+            nn.BatchNorm1d(64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, 1),
+        )
+
+
+class PatchAdapter(nn.Module):
+    """phi: per layer LayerNorm + Linear, raw patch width W -> text embedding dim E."""
+
+    def __init__(self, num_layers: int, patch_dim: int, embed_dim: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(patch_dim) for _ in range(num_layers))
+        self.projections = nn.ModuleList(nn.Linear(patch_dim, embed_dim) for _ in range(num_layers))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, L, N, W) -> (B, L, N, E)."""
+        return torch.stack(
+            [proj(norm(patches[:, i])) for i, (norm, proj) in enumerate(zip(self.norms, self.projections))],
+            dim=1,
+        )
+
+
+def text_softmax_maps(
+    adapter: PatchAdapter, patches: torch.Tensor, text: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq 7-8: per-patch softmax over {normal, abnormal}, averaged over layers -> S_n, S_a, each (B, N).
+
+    text (B or 1, 2, E): rows F_n, F_a, L2-normalised.
+    """
+    projected = F.normalize(adapter(patches), dim=-1)  # (B, L, N, E)
+    logits = torch.einsum("blne,bce->blnc", projected, text.expand(patches.shape[0], -1, -1)) / temperature
+    probs = logits.softmax(dim=-1).mean(dim=1)  # (B, N, 2)
+    return probs[..., 0], probs[..., 1]
+
+
+def text_score(embedding: torch.Tensor, text: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Eq 6: s_q (B,) = softmax_c(logit_scale * cos(f_v(x), F_c))[abnormal]."""
+    cos = torch.einsum("be,bce->bc", F.normalize(embedding, dim=-1), text.expand(embedding.shape[0], -1, -1))
+    return (logit_scale * cos).softmax(dim=-1)[:, 1]
+
+
+@dataclass
+class HeadOutputs:
+    """Every patch-level quantity the losses and the fusion need; maps are (B, N)."""
+
+    image_score: torch.Tensor  # s_i (B,)
+    text_score: torch.Tensor | None  # s_q (B,), None on image-only backbones
+    patch_residual: torch.Tensor  # M_x
+    dasl_normal: torch.Tensor  # S_n
+    dasl_abnormal: torch.Tensor  # S_a
+    oasl_normal: torch.Tensor  # S^_n
+    oasl_abnormal: torch.Tensor  # S^_a
+
+
+class InCTRLv2Heads(nn.Module):
+    """The trainable part of InCTRLv2. DASL and OASL adapters are separate modules so that neither loss
+    reaches the other's parameters."""
+
+    def __init__(self, embed_dim: int, patch_dim: int, num_layers: int, reduction: int):
+        super().__init__()
+        self.psi = ResidualAdapter(embed_dim, reduction)
+        self.eta = ResidualScorer(embed_dim)
+        self.dasl = PatchAdapter(num_layers, patch_dim, embed_dim)
+        self.oasl = PatchAdapter(num_layers, patch_dim, embed_dim)
+
+    def forward(
+        self,
+        embedding: torch.Tensor,  # (B, E)
+        patches: torch.Tensor,  # (B, L, N, W)
+        max_cosine: torch.Tensor,  # (B, L, N) from the nearest-patch search
+        prompt_embeddings: torch.Tensor,  # (B or 1, K, E)
+        text: torch.Tensor,  # (B or 1, 2, E)
+        logit_scale: float | None,  # None: image-only backbone, no s_q
+        temperature: float,
+    ) -> HeadOutputs:
+        residual = image_residual(self.psi, embedding, prompt_embeddings)
+        dasl_n, dasl_a = text_softmax_maps(self.dasl, patches, text, temperature)
+        oasl_n, oasl_a = text_softmax_maps(self.oasl, patches, text, temperature)
+        return HeadOutputs(
+            image_score=torch.sigmoid(self.eta(residual)).squeeze(-1),
+            text_score=None if logit_scale is None else text_score(embedding, text, logit_scale),
+            patch_residual=patch_residual(max_cosine),
+            dasl_normal=dasl_n,
+            dasl_abnormal=dasl_a,
+            oasl_normal=oasl_n,
+            oasl_abnormal=oasl_a,
+        )

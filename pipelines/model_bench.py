@@ -1,0 +1,126 @@
+"""Model throughput benchmark: the bare backbone forward against the full detector."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from model import InCTRLv2, InCTRLv2Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchRow:
+    stage: str  # "backbone" or "detector"
+    shots: int | None
+    batch: int
+    images_per_s: float
+    ms_per_batch: float
+    peak_mem_mb: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class PeakMemory:
+    """Peak device memory on CUDA; on the CPU, the peak process RSS above the level at entry (sampled)."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.002):
+        self.device, self.interval_s = device, interval_s
+        self.peak_bytes = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._base = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, _rss_bytes() - self._base)
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; the benchmark runs on Linux hosts)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _time(fn, device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds per call, after warm-up; synchronises CUDA so the time is the work, not the launch."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / iters
+
+
+def run_model_bench(
+    config: InCTRLv2Config,
+    batches: tuple[int, ...] = (1, 16),
+    shots: tuple[int, ...] = (1, 4),
+    warmup: int = 1,
+    iters: int = 3,
+    device: str | None = None,
+) -> list[BenchRow]:
+    """Images/s and peak memory of det.encode (bare backbone) and det.detect at each K and batch size.
+
+    Inputs are random images already at the model resolution, so both stages skip the resize.
+    """
+    det = InCTRLv2(config, device=device)
+    dev, size = det.device, det.backbone.image_size
+    generator = torch.Generator().manual_seed(0)
+    rows: list[BenchRow] = []
+    for batch in batches:
+        images = torch.rand(batch, 3, size, size, generator=generator).to(dev)
+        runs = [("backbone", None, lambda: det.encode(images))]
+        for k in shots:
+            bank = det.build_prompt_bank(torch.rand(k, 3, size, size, generator=generator).to(dev), "object")
+            runs.append(("detector", k, lambda bank=bank: det.detect(images, bank)))
+        for stage, k, fn in runs:
+            with torch.inference_mode(), PeakMemory(dev) as mem:
+                seconds = _time(fn, dev, warmup, iters)
+            rows.append(BenchRow(stage, k, batch, batch / seconds, 1000 * seconds, mem.peak_bytes / 2**20))
+            log.info("bench %s K=%s B=%d: %.2f img/s", stage, k, batch, batch / seconds)
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """Markdown table with the detector's rate relative to the bare backbone at the same batch size."""
+    backbone_rate = {r.batch: r.images_per_s for r in rows if r.stage == "backbone"}
+    lines = [
+        "| stage | K | batch | images/s | ms/batch | peak mem (MB) | vs backbone |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = r.images_per_s / backbone_rate[r.batch]
+        lines.append(
+            f"| {r.stage} | {r.shots or '-'} | {r.batch} | {r.images_per_s:.2f} | {r.ms_per_batch:.1f} "
+            f"| {r.peak_mem_mb:.0f} | {ratio:.0%} |"
+        )
+    return "\n".join(lines)

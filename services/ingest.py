@@ -1,0 +1,419 @@
+"""Kafka frame consumer: decode -> inspect (injected callable) -> store objects -> publish -> commit.
+
+Delivery is at-least-once: offsets of a micro-batch are committed only after every frame of it has its
+result objects written and its result event (or dead letter) acknowledged by the broker. Object keys are
+deterministic, so a replay after a crash overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+from minio.error import S3Error
+from pydantic import ValidationError
+
+from services.messages import (
+    DeadLetter,
+    DeadLetterReason,
+    InspectionRequest,
+    InspectionResult,
+    MapStatistics,
+    verdict_for,
+)
+from services.object_store import ObjectStore, parse_s3_uri, result_keys
+from services.result_encoding import (
+    ImageDecodeError,
+    ImageTooLarge,
+    decode_image,
+    encode_map_png,
+    render_overlay_jpeg,
+    validate_anomaly_map,
+)
+from services.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+_SEND_TIMEOUT_S = 30.0
+_INSPECTION_FAILURES = {DeadLetterReason.INFERENCE_ERROR, DeadLetterReason.UNKNOWN_DOMAIN}
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A validated request with its image decoded to float32 (3, H, W) in [0, 1]."""
+
+    request: InspectionRequest
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class InspectionOutcome:
+    """What the detector says about one frame: a score and map, or why it could not score it."""
+
+    score: float | None = None
+    anomaly_map: np.ndarray | None = None
+    threshold: float | None = None
+    model_version: str = ""
+    reference_version: str = ""
+    map_threshold: float | None = None
+    error: DeadLetterReason | None = None
+    detail: str = ""
+
+    @classmethod
+    def success(
+        cls,
+        score: float,
+        anomaly_map: np.ndarray,
+        threshold: float,
+        model_version: str,
+        reference_version: str,
+        map_threshold: float | None = None,
+    ) -> InspectionOutcome:
+        """A scored frame; map_threshold (pixel level) defaults to the image threshold."""
+        return cls(score, anomaly_map, threshold, model_version, reference_version, map_threshold)
+
+    @classmethod
+    def failure(cls, reason: DeadLetterReason, detail: str) -> InspectionOutcome:
+        """A frame the detector refused: reason is inference_error or unknown_domain."""
+        if reason not in _INSPECTION_FAILURES:
+            raise ValueError(f"an inspection can only fail with {sorted(_INSPECTION_FAILURES)}, not {reason}")
+        return cls(error=reason, detail=detail)
+
+
+InspectFn = Callable[[Sequence[DecodedFrame]], Sequence[InspectionOutcome]]
+
+
+@dataclass
+class ConsumerStats:
+    """Running counts of one consumer."""
+
+    polled: int = 0
+    results: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    commits: int = 0
+
+    @property
+    def handled(self) -> int:
+        """Frames that got a result or a dead letter."""
+        return self.results + sum(self.dead_letters.values())
+
+    def log_fields(self) -> dict[str, object]:
+        """Flat fields for structured log records."""
+        return {
+            "polled": self.polled,
+            "results": self.results,
+            "dead_letters": dict(self.dead_letters),
+            "batches": self.batches,
+            "commits": self.commits,
+        }
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _validation_summary(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        location = ".".join(str(part) for part in item["loc"]) or "message"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class FrameConsumer:
+    """Consumes InspectionRequest messages in a consumer group and turns each into a stored result."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        inspect: InspectFn,
+        store: ObjectStore | None = None,
+        known_domains: Callable[[str], bool] | None = None,
+        client_id: str = "inctrl-frame-consumer",
+    ) -> None:
+        self._settings = settings
+        self._inspect = inspect
+        self._known_domains = known_domains
+        self._store = store or ObjectStore.from_settings(settings)
+        self._store.ensure_bucket(settings.results_bucket)
+        self._consumer = KafkaConsumer(
+            *settings.frames_topics,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_records=min(settings.max_poll_records, settings.max_in_flight),
+        )
+        self._producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=client_id,
+            acks="all",
+            linger_ms=5,
+            max_request_size=settings.max_message_bytes,
+        )
+        self._workers = ThreadPoolExecutor(settings.s3_write_concurrency, thread_name_prefix="frame-io")
+        self._stop = threading.Event()
+        self._closed = False
+        self.stats = ConsumerStats()
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish: the batch in hand is completed and committed, then run() returns."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Leave the group and release connections; uncommitted records are redelivered to others."""
+        if self._closed:
+            return
+        self._closed = True
+        self._workers.shutdown(wait=True)
+        self._producer.flush()
+        self._producer.close()
+        self._consumer.close(autocommit=False)
+        logger.info("frame consumer closed", extra=self.stats.log_fields())
+
+    def __enter__(self) -> FrameConsumer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run_forever(self) -> ConsumerStats:
+        """Consume until stop() or SIGTERM/SIGINT, then drain, commit and close."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, frame: self.stop())
+        try:
+            return self.run()
+        finally:
+            self.close()
+
+    def run(self, max_frames: int | None = None, idle_timeout_s: float | None = None) -> ConsumerStats:
+        """Consume until stop(), until max_frames frames are handled, or until no record came for idle_timeout_s."""
+        batch_cap = min(self._settings.max_poll_records, self._settings.max_in_flight)
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if max_frames is not None and self.stats.handled >= max_frames:
+                break
+            limit = batch_cap if max_frames is None else min(batch_cap, max_frames - self.stats.handled)
+            polled = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms, max_records=limit)
+            records = [record for batch in polled.values() for record in batch]
+            if records:
+                self.process_batch(records)
+                idle_since = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                break
+        logger.info("frame consumer loop ended", extra=self.stats.log_fields())
+        return self.stats
+
+    # -- one micro-batch --------------------------------------------------------------------------------
+    def process_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """Handle polled records end to end and commit their offsets."""
+        polled_at = time.monotonic()
+        self.stats.polled += len(records)
+        decoded = list(self._workers.map(self._decode, records))
+        frames = [(record, item) for record, item in zip(records, decoded) if isinstance(item, DecodedFrame)]
+        dead = [
+            self._dead_letter(record, item.reason, item.detail)
+            for record, item in zip(records, decoded)
+            if isinstance(item, _Rejected)
+        ]
+        outcomes = self._inspect_safely([frame for _, frame in frames])
+        stored = list(
+            self._workers.map(lambda pair, outcome: self._store_result(pair, outcome, polled_at), frames, outcomes)
+        )
+        results = [item for item in stored if isinstance(item, InspectionResult)]
+        dead += [item for item in stored if isinstance(item, DeadLetter)]
+        self._publish(results, dead)
+        self._commit(records)
+        self.stats.batches += 1
+        self.stats.results += len(results)
+        self.stats.dead_letters.update(letter.reason.value for letter in dead)
+        logger.info(
+            "batch done",
+            extra={"batch_size": len(records), "batch_results": len(results), "batch_dead_letters": len(dead),
+                   "batch_ms": round(1000 * (time.monotonic() - polled_at), 1), **self.stats.log_fields()},
+        )  # fmt: skip
+
+    def _decode(self, record: ConsumerRecord) -> DecodedFrame | _Rejected:
+        settings = self._settings
+        payload = record.value
+        try:
+            if not payload:
+                raise _Rejected(DeadLetterReason.SCHEMA_VIOLATION, "empty message value")
+            if len(payload) > settings.max_message_bytes:
+                raise _Rejected(
+                    DeadLetterReason.OVERSIZE,
+                    f"message is {len(payload)} bytes, above the limit of {settings.max_message_bytes}",
+                )
+            try:
+                request = InspectionRequest.from_bytes(payload)
+            except ValidationError as error:
+                raise _Rejected(DeadLetterReason.SCHEMA_VIOLATION, _validation_summary(error)) from error
+            if self._known_domains is not None and not self._known_domains(request.domain):
+                raise _Rejected(DeadLetterReason.UNKNOWN_DOMAIN, f"domain {request.domain!r} is not registered")
+            image_bytes = request.image if request.image is not None else self._fetch_image(request.image_uri or "")
+            try:
+                image = decode_image(image_bytes, max_pixels=settings.max_image_pixels)
+            except ImageTooLarge as error:
+                raise _Rejected(DeadLetterReason.OVERSIZE, str(error)) from error
+            except ImageDecodeError as error:
+                raise _Rejected(DeadLetterReason.UNDECODABLE_IMAGE, str(error)) from error
+        except _Rejected as rejected:
+            return rejected
+        return DecodedFrame(request=request, image=image)
+
+    def _fetch_image(self, uri: str) -> bytes:
+        bucket, key = parse_s3_uri(uri)
+        try:
+            return self._store.get_bytes(bucket, key)
+        except S3Error as error:
+            # Missing objects are bad input; an unreachable store raises ObjectStoreUnavailable instead.
+            raise _Rejected(DeadLetterReason.UNDECODABLE_IMAGE, f"cannot read {uri}: {error.code}") from error
+
+    def _inspect_safely(self, frames: list[DecodedFrame]) -> list[InspectionOutcome]:
+        if not frames:
+            return []
+        try:
+            outcomes = list(self._inspect(frames))
+        except Exception as error:  # the detector's failure must not stop the stream
+            logger.exception("inspect callable failed", extra={"frames": len(frames)})
+            return [InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")] * len(
+                frames
+            )
+        if len(outcomes) != len(frames):
+            detail = f"inspect returned {len(outcomes)} outcomes for {len(frames)} frames"
+            return [InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, detail)] * len(frames)
+        return outcomes
+
+    def _store_result(
+        self, pair: tuple[ConsumerRecord, DecodedFrame], outcome: InspectionOutcome, polled_at: float
+    ) -> InspectionResult | DeadLetter:
+        record, frame = pair
+        if outcome.error is not None:
+            return self._dead_letter(record, outcome.error, outcome.detail)
+        try:
+            anomaly_map, statistics = _checked_map(outcome)
+            map_png = encode_map_png(anomaly_map)
+            overlay_jpg = render_overlay_jpeg(frame.image, anomaly_map, quality=self._settings.overlay_jpeg_quality)
+        except ValueError as error:
+            return self._dead_letter(record, DeadLetterReason.INFERENCE_ERROR, f"invalid outcome: {error}")
+        request = frame.request
+        keys = result_keys(request.domain, request.line, request.timestamp, request.frame_id)
+        bucket = self._settings.results_bucket
+        self._store.put_bytes(bucket, keys.map, map_png, content_type="image/png")
+        self._store.put_bytes(bucket, keys.overlay, overlay_jpg, content_type="image/jpeg")
+        score, threshold = float(outcome.score), float(outcome.threshold)  # type: ignore[arg-type]
+        result = InspectionResult(
+            frame_id=request.frame_id,
+            domain=request.domain,
+            line=request.line,
+            timestamp=request.timestamp,
+            score=score,
+            threshold=threshold,
+            verdict=verdict_for(score, threshold),
+            bucket=bucket,
+            result_key=keys.result,
+            map_key=keys.map,
+            overlay_key=keys.overlay,
+            model_version=outcome.model_version,
+            reference_version=outcome.reference_version,
+            latency_ms=1000.0 * (time.monotonic() - polled_at),
+            map_statistics=statistics,
+        )
+        # result.json goes last: its presence means the frame's objects are complete.
+        self._store.put_json(bucket, keys.result, result)
+        return result
+
+    def _dead_letter(self, record: ConsumerRecord, reason: DeadLetterReason, detail: str) -> DeadLetter:
+        payload = record.value or b""
+        cap = self._settings.dead_letter_payload_max_bytes
+        logger.warning(
+            "frame dead-lettered",
+            extra={"reason": reason.value, "detail": detail, "topic": record.topic,
+                   "partition": record.partition, "offset": record.offset},
+        )  # fmt: skip
+        return DeadLetter(
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode(errors="replace") if record.key else None,
+            payload=payload[:cap],
+            payload_size=len(payload),
+            payload_truncated=len(payload) > cap,
+            frame_id=_frame_id_hint(payload),
+        )
+
+    def _publish(self, results: list[InspectionResult], dead: list[DeadLetter]) -> None:
+        futures = [
+            self._producer.send(self._settings.results_topic, key=f"{r.domain}/{r.line}".encode(), value=r.to_bytes())
+            for r in results
+        ]
+        futures += [
+            self._producer.send(self._settings.dead_letter_topic, key=(d.key or "").encode() or None, value=d.to_bytes())
+            for d in dead
+        ]
+        self._producer.flush(timeout=_SEND_TIMEOUT_S)
+        for future in futures:
+            # Raises on a failed send: the batch is then not committed and will be replayed.
+            future.get(timeout=_SEND_TIMEOUT_S)
+
+    def _commit(self, records: Sequence[ConsumerRecord]) -> None:
+        next_offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            next_offsets[partition] = max(next_offsets.get(partition, 0), record.offset + 1)
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})
+        except CommitFailedError as error:
+            # The group rebalanced meanwhile; the new owner replays these frames and overwrites the same keys.
+            logger.warning("offset commit failed after rebalance", extra={"error": str(error)})
+            return
+        self.stats.commits += 1
+
+
+def _checked_map(outcome: InspectionOutcome) -> tuple[np.ndarray, MapStatistics]:
+    if outcome.score is None or outcome.anomaly_map is None or outcome.threshold is None:
+        raise ValueError("a successful outcome needs score, anomaly_map and threshold")
+    if not math.isfinite(outcome.score) or not 0.0 <= outcome.score <= 1.0:
+        raise ValueError(f"score must be a finite number in [0, 1], got {outcome.score}")
+    anomaly_map = validate_anomaly_map(outcome.anomaly_map)
+    map_threshold = outcome.threshold if outcome.map_threshold is None else outcome.map_threshold
+    statistics = MapStatistics(
+        max=float(anomaly_map.max()),
+        mean=float(anomaly_map.mean()),
+        threshold=float(map_threshold),
+        area_above_threshold=float((anomaly_map >= map_threshold).mean()),
+    )
+    return anomaly_map, statistics
+
+
+def _frame_id_hint(payload: bytes) -> str | None:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    frame_id = document.get("frame_id") if isinstance(document, dict) else None
+    return frame_id if isinstance(frame_id, str) and len(frame_id) <= 256 else None

@@ -1,0 +1,131 @@
+"""Versioned message schemas on the Kafka topics: frames in, results and dead letters out."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+
+SCHEMA_VERSION = 1
+
+# Names end up in S3 keys and topic keys: keep them to a safe, unambiguous alphabet.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$"
+
+# Raw bytes in Python; standard base64 in JSON (decoding also accepts the URL-safe alphabet).
+WireBytes = Annotated[
+    bytes, PlainSerializer(lambda value: base64.b64encode(value).decode("ascii"), return_type=str, when_used="json")
+]
+
+
+class Verdict(StrEnum):
+    """Decision for a frame against its domain's threshold."""
+
+    ANOMALOUS = "anomalous"
+    NORMAL = "normal"
+
+
+class DeadLetterReason(StrEnum):
+    """Why a frame message could not be turned into a result."""
+
+    UNDECODABLE_IMAGE = "undecodable_image"
+    UNKNOWN_DOMAIN = "unknown_domain"
+    SCHEMA_VIOLATION = "schema_violation"
+    OVERSIZE = "oversize"
+    INFERENCE_ERROR = "inference_error"
+
+
+def verdict_for(score: float, threshold: float) -> Verdict:
+    """A score at or above the threshold is anomalous."""
+    return Verdict.ANOMALOUS if score >= threshold else Verdict.NORMAL
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, val_json_bytes="base64")
+
+    def to_bytes(self) -> bytes:
+        """UTF-8 JSON, the wire format of every topic."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, payload: WireBytes) -> Self:
+        """Parse and validate a wire payload; raises pydantic.ValidationError on any violation."""
+        return cls.model_validate_json(payload)
+
+
+class InspectionRequest(_Message):
+    """One camera frame to inspect: the image travels inline (base64) or by S3 reference, never both."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    frame_id: str = Field(pattern=NAME_PATTERN, description="Unique id of the frame; part of the result keys.")
+    domain: str = Field(pattern=NAME_PATTERN, description="Product domain whose references score the frame.")
+    line: str = Field(pattern=NAME_PATTERN, description="Production line the frame comes from.")
+    timestamp: AwareDatetime = Field(description="Capture time, timezone-aware.")
+    image: WireBytes | None = Field(None, description="Encoded image file bytes (PNG, JPEG...), base64 on the wire.")
+    image_uri: str | None = Field(None, pattern=S3_URI_PATTERN, description="s3://bucket/key of the image file.")
+
+    @model_validator(mode="after")
+    def _exactly_one_image_source(self) -> InspectionRequest:
+        if (self.image is None) == (self.image_uri is None):
+            raise ValueError("exactly one of 'image' (inline base64) and 'image_uri' (s3://bucket/key) is required")
+        if self.image is not None and len(self.image) == 0:
+            raise ValueError("'image' is empty")
+        return self
+
+
+class MapStatistics(BaseModel):
+    """Summary of a pixel anomaly map, so consumers of events need not fetch the PNG."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: float = Field(ge=0.0, le=1.0)
+    mean: float = Field(ge=0.0, le=1.0)
+    threshold: float = Field(description="Pixel threshold used for area_above_threshold.")
+    area_above_threshold: float = Field(ge=0.0, le=1.0, description="Fraction of pixels >= threshold.")
+
+
+class InspectionResult(_Message):
+    """Outcome of one frame, published on the results topic and stored as result.json."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    frame_id: str = Field(pattern=NAME_PATTERN)
+    domain: str = Field(pattern=NAME_PATTERN)
+    line: str = Field(pattern=NAME_PATTERN)
+    timestamp: AwareDatetime
+    score: float = Field(ge=0.0, le=1.0, description="Image anomaly score s(x).")
+    threshold: float = Field(description="The domain's image threshold the verdict was taken against.")
+    verdict: Verdict
+    bucket: str = Field(description="Bucket holding the three result objects.")
+    result_key: str
+    map_key: str
+    overlay_key: str
+    model_version: str
+    reference_version: str
+    latency_ms: float = Field(ge=0.0, description="Time from poll to stored result inside the consumer.")
+    map_statistics: MapStatistics
+
+    @model_validator(mode="after")
+    def _verdict_matches_score(self) -> InspectionResult:
+        if self.verdict != verdict_for(self.score, self.threshold):
+            raise ValueError(f"verdict {self.verdict} contradicts score {self.score} and threshold {self.threshold}")
+        return self
+
+
+class DeadLetter(_Message):
+    """A frame message that produced no result, with the reason and where it came from."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    reason: DeadLetterReason
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    payload: WireBytes = Field(description="Original message bytes, cut to a maximum length.")
+    payload_size: int = Field(ge=0, description="Length of the original message in bytes.")
+    payload_truncated: bool
+    frame_id: str | None = Field(None, description="Frame id when the message was parseable enough to tell.")
+    failed_at: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc))

@@ -1,0 +1,133 @@
+"""Image bytes <-> arrays: decoding incoming frames, 16-bit PNG anomaly maps, JPEG heat-map overlays.
+
+Only numpy and PIL, so the CLI can reuse it without the streaming stack.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+# Modes PIL can turn into RGB without guessing; anything else (e.g. multi-band scientific formats) is refused.
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+_CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+_MAP_LEVELS = 65535
+
+
+class ImageDecodeError(ValueError):
+    """An image payload cannot be turned into an RGB array; the message says why."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """The image header declares more pixels than allowed; it was not decoded."""
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Decode image file bytes into a float32 array (3, H, W) in [0, 1].
+
+    Raises ImageDecodeError for empty, corrupt, truncated, oversized or unsupported-mode images.
+    """
+    if len(data) == 0:
+        raise ImageDecodeError("image payload is empty (zero bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width == 0 or height == 0:
+                raise ImageDecodeError(f"image has zero size ({width}x{height})")
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"image is {width}x{height} pixels, above the limit of {max_pixels}")
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLarge(f"image is too large to decode safely: {error}") from error
+    except Exception as error:  # PIL raises many types for corrupt files (OSError, SyntaxError, ValueError...)
+        raise ImageDecodeError(f"corrupt or unrecognised image data ({len(data)} bytes): {error}") from error
+    return _to_rgb_array(image)
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in {"I", "F"}:
+        grey = np.asarray(image, dtype=np.float32)
+        scale = 1.0 if mode == "F" else float(_MAP_LEVELS)
+        grey = np.clip(grey / scale, 0.0, 1.0)
+        return np.repeat(grey[None], 3, axis=0)
+    if mode not in _CONVERTIBLE_MODES:
+        raise ImageDecodeError(f"unsupported image mode {mode!r}")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+
+
+def validate_anomaly_map(anomaly_map: np.ndarray) -> np.ndarray:
+    """The map as float32 (H, W); ValueError unless it is non-empty, 2-D, finite and within [0, 1]."""
+    values = np.asarray(anomaly_map)
+    if values.ndim != 2 or 0 in values.shape:
+        raise ValueError(f"anomaly map must be a non-empty (H, W) array, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("anomaly map contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"anomaly map values must lie in [0, 1], got [{low}, {high}]")
+    return values.astype(np.float32, copy=False)
+
+
+def encode_map_png(anomaly_map: np.ndarray) -> bytes:
+    """Quantise an (H, W) map in [0, 1] to 16 bits (error <= 1/131070) and encode it losslessly as PNG."""
+    values = validate_anomaly_map(anomaly_map)
+    levels = np.round(values.astype(np.float64) * _MAP_LEVELS).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_map_png(data: bytes) -> np.ndarray:
+    """Inverse of encode_map_png: float32 (H, W) in [0, 1]."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as error:
+        raise ImageDecodeError(f"anomaly map PNG is corrupt: {error}") from error
+    if image.mode not in _SIXTEEN_BIT_MODES and image.mode != "I":
+        raise ImageDecodeError(f"anomaly map PNG must be 16-bit greyscale, got mode {image.mode!r}")
+    return np.asarray(image, dtype=np.float32) / _MAP_LEVELS
+
+
+def jet_colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to uint8 RGB with a jet-like ramp: blue -> cyan -> green -> yellow -> red."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
+    # Each channel is a clipped triangle peaking at 0.75 (red), 0.5 (green), 0.25 (blue).
+    red = np.clip(1.5 - np.abs(4.0 * v - 3.0), 0.0, 1.0)
+    green = np.clip(1.5 - np.abs(4.0 * v - 2.0), 0.0, 1.0)
+    blue = np.clip(1.5 - np.abs(4.0 * v - 1.0), 0.0, 1.0)
+    return np.round(np.stack([red, green, blue], axis=-1) * 255.0).astype(np.uint8)
+
+
+def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an (h, w) float map to (height, width)."""
+    values = validate_anomaly_map(anomaly_map)
+    if values.shape == (height, width):
+        return values
+    resized = Image.fromarray(values).resize((width, height), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def render_overlay_jpeg(image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.5, quality: int = 85) -> bytes:
+    """Blend the jet-coloured map (resized to the image) over a (3, H, W) float image in [0, 1]; JPEG bytes."""
+    pixels = np.asarray(image, dtype=np.float32)
+    if pixels.ndim != 3 or pixels.shape[0] != 3:
+        raise ValueError(f"image must be a (3, H, W) array, got shape {pixels.shape}")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
+    _, height, width = pixels.shape
+    heat = jet_colormap(resize_map(anomaly_map, height, width)).astype(np.float32)
+    base = np.clip(pixels.transpose(1, 2, 0), 0.0, 1.0) * 255.0
+    blended = np.round((1.0 - opacity) * base + opacity * heat).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(blended).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

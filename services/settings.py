@@ -1,0 +1,103 @@
+"""Runtime settings of the streaming services, read from INCTRL_* environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the consumer, producer, object store and Serve app need to find each other.
+
+    Every field maps to the environment variable INCTRL_<FIELD_NAME> (case-insensitive). The S3 keys
+    have no defaults on purpose: they come from the environment or a Kubernetes Secret only.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="INCTRL_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated host:port list."
+    )
+    frames_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["frames"],
+        description="Topics carrying InspectionRequest messages (comma-separated in the environment).",
+    )
+    results_topic: str = Field("inspection-results", description="Topic receiving InspectionResult events.")
+    dead_letter_topic: str = Field("inspection-dead-letters", description="Topic receiving DeadLetter records.")
+    consumer_group: str = Field("inctrl-inspectors", description="Kafka consumer group of the frame consumers.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts; earliest so no frame is skipped."
+    )
+    session_timeout_ms: int = Field(
+        6000, gt=0, description="Group session timeout; short so a dead consumer's partitions move quickly."
+    )
+    heartbeat_interval_ms: int = Field(
+        1000, gt=0, description="Group heartbeat interval; must be well below the session timeout."
+    )
+    max_poll_records: int = Field(32, gt=0, description="Largest micro-batch taken from one poll.")
+    max_in_flight: int = Field(
+        64, gt=0, description="Most frames polled but not yet committed; caps the micro-batch as well."
+    )
+    poll_timeout_ms: int = Field(500, gt=0, description="How long one poll waits for records.")
+    max_message_bytes: int = Field(
+        1_000_000, gt=0, description="Largest accepted frame message (real Kafka's default limit is 1 MB)."
+    )
+    inline_image_max_bytes: int = Field(
+        512_000,
+        gt=0,
+        description="Producer: images up to this size travel inline (base64); larger ones go to S3 by URI.",
+    )
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Decoded images above this pixel count are dead-lettered as oversize."
+    )
+    dead_letter_payload_max_bytes: int = Field(
+        256_000, gt=0, description="Original payload bytes kept in a DeadLetter record; the rest is cut."
+    )
+    s3_endpoint: str = Field("127.0.0.1:18333", description="S3 endpoint as host:port (no scheme).")
+    s3_secure: bool = Field(False, description="Use HTTPS for S3.")
+    s3_region: str | None = Field(None, description="S3 region; None lets the client discover it.")
+    s3_access_key: SecretStr = Field(description="S3 access key (environment or Secret only).")
+    s3_secret_key: SecretStr = Field(description="S3 secret key (environment or Secret only).")
+    results_bucket: str = Field("inctrl-results", description="Bucket for result.json, map.png, overlay.jpg.")
+    frames_bucket: str = Field("inctrl-frames", description="Bucket for images too large to send inline.")
+    checkpoint_uri: str = Field(
+        "s3://inctrl-models/checkpoints/latest", description="Detector checkpoint (s3:// URI or local path)."
+    )
+    registry_prefix: str = Field(
+        "s3://inctrl-models/registry/", description="Where per-domain reference features are kept."
+    )
+    s3_retry_deadline_s: float = Field(
+        120.0, gt=0, description="How long an S3 call keeps retrying through an outage before it raises."
+    )
+    s3_retry_initial_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles each retry.")
+    s3_retry_max_backoff_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay.")
+    s3_write_concurrency: int = Field(8, gt=0, description="Parallel object writes per micro-batch.")
+    overlay_jpeg_quality: int = Field(85, ge=1, le=95, description="JPEG quality of overlay images.")
+    serve_max_batch_size: int = Field(16, gt=0, description="Ray Serve dynamic batch size.")
+    serve_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Ray Serve batch wait timeout.")
+
+    @field_validator("frames_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [topic.strip() for topic in value.split(",") if topic.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("frames_topics needs at least one topic")
+        return value
+
+    def to_environment(self) -> dict[str, str]:
+        """These settings as INCTRL_* variables, e.g. to hand to a subprocess or a Ray runtime_env."""
+        environment = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            environment[f"INCTRL_{name.upper()}"] = str(value)
+        return environment

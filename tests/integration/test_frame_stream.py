@@ -1,0 +1,173 @@
+"""Frames through the real broker and S3: results, dead letters, commits (statistics stand-in detector)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from types import ModuleType
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+from PIL import Image
+
+from services.ingest import FrameConsumer
+from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, Verdict
+from services.object_store import ObjectStore
+from services.producer import FrameProducer
+from services.result_encoding import decode_image, decode_map_png
+from services.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def plain_image(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return png(np.clip(128 + rng.normal(0, 2, (64, 64, 3)), 0, 255).astype(np.uint8))
+
+
+def defect_image(seed: int) -> bytes:
+    pixels = np.full((64, 64, 3), 50, dtype=np.uint8)
+    corner = 8 + seed % 16
+    pixels[corner : corner + 24, corner : corner + 24] = 255
+    return png(pixels)
+
+
+def noise_image(seed: int) -> bytes:
+    return png(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+def raw_producer(settings: ServiceSettings) -> KafkaProducer:
+    # Tansu has no size limit, so an oversize message reaches the consumer the way a misconfigured client's would.
+    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=20_000_000)
+
+
+def request_bytes(**fields: object) -> bytes:
+    return InspectionRequest(**{"domain": "washer", "line": "line-1", "timestamp": NOW, **fields}).to_bytes()
+
+
+def test_frames_in_results_out(
+    service_settings: ServiceSettings,
+    object_store: ObjectStore,
+    statistics_inspector: ModuleType,
+    read_topic: Callable[..., list[bytes]],
+) -> None:
+    settings = service_settings.model_copy(update={"inline_image_max_bytes": 4000, "max_poll_records": 5})
+    expected: dict[str, Verdict | None] = {}
+    with FrameProducer(settings, object_store) as producer:
+        for i in range(6):
+            sent = producer.send_image(plain_image(i), "washer", "line-1", f"plain-{i}", timestamp=NOW)
+            expected[sent.frame_id] = Verdict.NORMAL
+            sent = producer.send_image(defect_image(i), "fabric", "line-2", f"defect-{i}", timestamp=NOW)
+            expected[sent.frame_id] = Verdict.ANOMALOUS
+        large = producer.send_image(noise_image(0), "washer", "line-1", "large-0", timestamp=NOW)
+        expected[large.frame_id] = None
+    assert large.image is None and large.image_uri is not None  # above inline_image_max_bytes
+    assert object_store.exists(settings.frames_bucket, large.image_uri.split("/", 3)[3])
+
+    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+        stats = consumer.run(max_frames=len(expected), idle_timeout_s=30)
+    assert stats.results == len(expected) and stats.handled == len(expected)
+    assert stats.batches >= 3  # micro-batches capped by max_poll_records
+    assert stats.commits == stats.batches
+
+    keys = object_store.list_keys(settings.results_bucket, "results/")
+    assert len(keys) == 3 * len(expected)
+    events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(expected))]
+    assert sorted(event.frame_id for event in events) == sorted(expected)
+    for event in events:
+        assert event.result_key in keys and event.map_key in keys and event.overlay_key in keys
+        assert event.result_key.startswith(f"results/{event.domain}/{event.line}/2026-03-01/{event.frame_id}/")
+        stored = InspectionResult.model_validate(object_store.get_json(settings.results_bucket, event.result_key))
+        assert stored == event
+        if expected[event.frame_id] is not None:
+            assert event.verdict == expected[event.frame_id], event.frame_id
+        anomaly_map = decode_map_png(object_store.get_bytes(settings.results_bucket, event.map_key))
+        assert anomaly_map.shape == (16, 16)
+        assert anomaly_map.max() == pytest.approx(event.score, abs=1e-4)
+        assert event.map_statistics.max == pytest.approx(event.score, abs=1e-6)
+        overlay = decode_image(object_store.get_bytes(settings.results_bucket, event.overlay_key))
+        assert overlay.shape == (3, 64, 64)
+        assert event.model_version == "statistics-v1" and event.latency_ms > 0
+
+
+def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
+    service_settings: ServiceSettings,
+    object_store: ObjectStore,
+    statistics_inspector: ModuleType,
+    read_topic: Callable[..., list[bytes]],
+) -> None:
+    settings = service_settings.model_copy(update={"max_message_bytes": 50_000, "dead_letter_payload_max_bytes": 100})
+    topic = settings.frames_topics[0]
+    valid = json.loads(request_bytes(frame_id="x", image=plain_image(0)))
+    missing_domain = {key: value for key, value in valid.items() if key != "domain"} | {"frame_id": "no-domain"}
+    bad = {
+        "malformed": (b'{"frame_id": "broken', DeadLetterReason.SCHEMA_VIOLATION),
+        "no-domain": (json.dumps(missing_domain).encode(), DeadLetterReason.SCHEMA_VIOLATION),
+        "corrupt": (request_bytes(frame_id="corrupt", image=b"\x89PNG\r\n\x1a\n garbage"), DeadLetterReason.UNDECODABLE_IMAGE),
+        "unknown": (request_bytes(frame_id="unknown", domain="turbine", image=plain_image(1)), DeadLetterReason.UNKNOWN_DOMAIN),
+        "oversize": (request_bytes(frame_id="oversize", image=noise_image(2) * 8), DeadLetterReason.OVERSIZE),
+        "missing-uri": (request_bytes(frame_id="missing-uri", image_uri=f"s3://{settings.results_bucket}/nope.png"), DeadLetterReason.UNDECODABLE_IMAGE),
+    }  # fmt: skip
+    producer = raw_producer(settings)
+    producer.send(topic, partition=0, value=request_bytes(frame_id="good-first", image=plain_image(3)))
+    for payload, _ in bad.values():
+        producer.send(topic, partition=0, value=payload)
+    producer.send(topic, partition=0, value=request_bytes(frame_id="good-last", image=defect_image(4)))
+    producer.flush()
+    producer.close()
+
+    total = len(bad) + 2
+    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+        stats = consumer.run(max_frames=total, idle_timeout_s=30)
+    assert stats.results == 2
+    assert stats.dead_letters == Counter(reason.value for _, reason in bad.values())
+
+    letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, len(bad))]
+    assert len(letters) == len(bad)
+    by_frame = {letter.frame_id: letter for letter in letters}
+    for frame_id in ("corrupt", "unknown", "oversize", "missing-uri", "no-domain"):
+        assert by_frame[frame_id].reason == bad[frame_id][1], by_frame[frame_id]
+    assert by_frame[None].reason == DeadLetterReason.SCHEMA_VIOLATION and "Invalid JSON" in by_frame[None].detail
+    assert "domain" in by_frame["no-domain"].detail
+    assert "above the limit of 50000" in by_frame["oversize"].detail
+    assert by_frame["oversize"].payload_truncated and len(by_frame["oversize"].payload) == 100
+    assert by_frame["oversize"].payload_size == len(bad["oversize"][0])
+    assert sorted(letter.offset for letter in letters) == list(range(1, len(bad) + 1))
+    results = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, 2)]
+    assert {result.frame_id for result in results} == {"good-first", "good-last"}
+
+    # Every offset, dead-lettered ones included, was committed: the group has nothing left to read.
+    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as again:
+        assert again.run(idle_timeout_s=3).polled == 0
+
+
+def test_failing_detector_dead_letters_its_batch(
+    service_settings: ServiceSettings, object_store: ObjectStore, read_topic: Callable[..., list[bytes]]
+) -> None:
+    def broken_inspect(frames: object) -> list[object]:
+        raise RuntimeError("CUDA out of memory")
+
+    producer = raw_producer(service_settings)
+    for i in range(3):
+        producer.send(service_settings.frames_topics[0], value=request_bytes(frame_id=f"f{i}", image=plain_image(i)))
+    producer.flush()
+    producer.close()
+    with FrameConsumer(service_settings, broken_inspect, object_store) as consumer:
+        stats = consumer.run(max_frames=3, idle_timeout_s=30)
+    assert stats.dead_letters == Counter({"inference_error": 3}) and stats.results == 0
+    letters = [DeadLetter.from_bytes(value) for value in read_topic(service_settings.dead_letter_topic, 3)]
+    assert {letter.frame_id for letter in letters} == {"f0", "f1", "f2"}
+    assert all("RuntimeError: CUDA out of memory" in letter.detail for letter in letters)
+    assert object_store.list_keys(service_settings.results_bucket, "results/") == []
