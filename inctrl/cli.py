@@ -9,13 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines.data_commands import app as data_app
-from services.stream_commands import app as stream_app
+from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
+from services.stream_commands import produce
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="InCTRLv2 few-shot anomaly inspection.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
 app.add_typer(data_app, name="data", help="Datasets: synthetic factory data.")
 app.add_typer(bench_app, name="bench")
-app.add_typer(stream_app, name="stream", help="Streaming: feed frames to Kafka.")
+app.add_typer(domain_app, name="domain")
+app.command("produce", help="Feed a folder of images to the frames topic.")(produce)
+app.command("serve")(serve_command)
+app.command("consume")(consume_command)
+app.command("demo")(demo_command)
+bench_app.command("stream")(bench_stream_command)
 
 
 @app.callback()

@@ -29,6 +29,7 @@ class PromptBank:
     patches: torch.Tensor  # (L, K * N, W), L2-normalised patch tokens of all prompts per layer
     text: torch.Tensor  # (2, E), rows F_n, F_a
     _searches: dict[tuple[str, int], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
+    _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shots(self) -> int:
@@ -41,10 +42,15 @@ class PromptBank:
             self._searches[key] = create_patch_search(self.patches, backend, chunk_rows)
         return self._searches[key]
 
-    def to(self, device: torch.device | str) -> PromptBank:
-        return PromptBank(
-            self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device)
-        )
+    def on(self, device: torch.device) -> PromptBank:
+        """This bank on ``device``; the copy (and its search indexes) is made once and kept."""
+        if self.embeddings.device == device:
+            return self
+        if device not in self._copies:
+            self._copies[device] = PromptBank(
+                self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device)
+            )
+        return self._copies[device]
 
     def to_bytes(self) -> bytes:
         """safetensors with the metadata in its header: one self-describing object for the store."""
@@ -57,11 +63,25 @@ class PromptBank:
         metadata = _safetensors_metadata(data, source)
         if metadata.get("format") != BANK_FORMAT:
             raise PromptBankError(f"{source}: not a prompt bank (format {metadata.get('format')!r})")
-        tensors = load_tensors(data)
+        try:
+            tensors = load_tensors(data)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt bodies
+            raise PromptBankError(f"{source}: corrupt prompt bank ({exc})") from exc
         missing = {"embeddings", "patches", "text"} - tensors.keys()
-        if missing:
-            raise PromptBankError(f"{source}: prompt bank lacks tensors {sorted(missing)}")
-        return cls(metadata["class_name"], metadata["backbone_id"], tensors["embeddings"], tensors["patches"], tensors["text"])
+        if missing or not {"class_name", "backbone_id"} <= metadata.keys():
+            raise PromptBankError(f"{source}: prompt bank lacks tensors {sorted(missing)} or its metadata")
+        embeddings, patches, text = tensors["embeddings"], tensors["patches"], tensors["text"]
+        consistent = (
+            embeddings.ndim == 2
+            and patches.ndim == 3
+            and text.shape == (2, embeddings.shape[1])
+            and embeddings.shape[0] > 0
+            and patches.shape[1] % embeddings.shape[0] == 0
+        )
+        if not consistent:
+            shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+            raise PromptBankError(f"{source}: inconsistent prompt bank shapes {shapes}; expected (K, E), (L, K*N, W), (2, E)")
+        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.to_bytes())
@@ -81,4 +101,6 @@ def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:
         header = json.loads(data[8 : 8 + length])
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise PromptBankError(f"{source}: not a safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise PromptBankError(f"{source}: not a safetensors file (header is not a JSON object)")
     return header.get("__metadata__") or {}

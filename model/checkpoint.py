@@ -38,8 +38,9 @@ def read_config(directory: str | Path) -> tuple[InCTRLv2Config, dict[str, object
         document = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
-    if document.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {directory}: format {document.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise CheckpointError(f"checkpoint {directory}: {CONFIG_FILE} has format {found!r}, expected {CHECKPOINT_FORMAT!r}")
     try:
         config = InCTRLv2Config.model_validate(document["config"])
     except (KeyError, ValueError) as exc:

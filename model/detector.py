@@ -46,7 +46,9 @@ class InCTRLv2(nn.Module):
         self.config = config or InCTRLv2Config()
         self.backbone: Backbone = create_backbone(self.config)
         b = self.backbone
-        self.heads = InCTRLv2Heads(b.embed_dim, b.patch_dim, len(b.layers), self.config.adapter_reduction)
+        with torch.random.fork_rng(devices=[]):  # heads start from the config's seed, not the global RNG
+            torch.manual_seed(self.config.seed)
+            self.heads = InCTRLv2Heads(b.embed_dim, b.patch_dim, len(b.layers), self.config.adapter_reduction)
         self.preprocess = Preprocessor(b.image_size, b.mean, b.std)
         self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.eval()
@@ -80,12 +82,14 @@ class InCTRLv2(nn.Module):
         with torch.no_grad():
             return text_prototypes(class_name, self.backbone.encode_text)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: training backpropagates through head outputs built on banks
     def build_prompt_bank(self, normals: torch.Tensor | Sequence[torch.Tensor], class_name: str) -> PromptBank:
         """K >= 1 normal images in [0, 1] -> the domain's prompt bank.
 
         ``normals`` is a (K, C, H, W) batch, or a sequence of (C, H, W) images of any sizes.
         """
+        if not isinstance(normals, (torch.Tensor, list, tuple)):
+            raise InvalidImageError(f"normals must be a tensor or a list of tensors, got {type(normals).__name__}")
         if len(normals) == 0:
             raise InvalidImageError("prompt set is empty: give at least one normal image (K >= 1)")
         batches = [normals] if isinstance(normals, torch.Tensor) else [image[None] for image in normals]
@@ -102,8 +106,7 @@ class InCTRLv2(nn.Module):
             raise PromptBankError(
                 f"prompt bank for {bank.class_name!r} was built with {bank.backbone_id}, detector uses {self.backbone_id}"
             )
-        if bank.embeddings.device != embedding.device:
-            bank = bank.to(embedding.device)
+        bank = bank.on(embedding.device)
         search = bank.search(self.config.nn_backend, self.config.nn_chunk_rows)
         max_cosine = search.max_cosine(F.normalize(patches, dim=-1))  # (B, L, N)
         return self.heads(
@@ -151,7 +154,10 @@ class InCTRLv2(nn.Module):
     def load(cls, directory: str | Path, device: torch.device | str | None = None) -> InCTRLv2:
         """Rebuild the detector a checkpoint names; every head shape is checked before loading."""
         config, recorded = read_config(directory)
-        detector = cls(config, device=device)
+        try:
+            detector = cls(config, device=device)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {directory}: cannot build the backbone it names: {exc}") from exc
         actual = detector.backbone.describe()
         differing = {k: (recorded.get(k), v) for k, v in actual.items() if k in recorded and recorded[k] != v}
         if differing:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -18,7 +17,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
@@ -31,69 +29,20 @@ from services.messages import (
     DeadLetterReason,
     InspectionRequest,
     InspectionResult,
-    MapStatistics,
-    verdict_for,
 )
-from services.object_store import ObjectStore, parse_s3_uri, result_keys
+from services.object_store import ObjectStore, parse_s3_uri
 from services.result_encoding import (
     ImageDecodeError,
     ImageTooLarge,
     decode_image,
-    encode_map_png,
-    render_overlay_jpeg,
-    validate_anomaly_map,
 )
+from services.inspection import DecodedFrame, InspectFn, InspectionOutcome
+from services.result_writer import InvalidOutcomeError, write_result
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 _SEND_TIMEOUT_S = 30.0
-_INSPECTION_FAILURES = {DeadLetterReason.INFERENCE_ERROR, DeadLetterReason.UNKNOWN_DOMAIN}
-
-
-@dataclass(frozen=True)
-class DecodedFrame:
-    """A validated request with its image decoded to float32 (3, H, W) in [0, 1]."""
-
-    request: InspectionRequest
-    image: np.ndarray
-
-
-@dataclass(frozen=True)
-class InspectionOutcome:
-    """What the detector says about one frame: a score and map, or why it could not score it."""
-
-    score: float | None = None
-    anomaly_map: np.ndarray | None = None
-    threshold: float | None = None
-    model_version: str = ""
-    reference_version: str = ""
-    map_threshold: float | None = None
-    error: DeadLetterReason | None = None
-    detail: str = ""
-
-    @classmethod
-    def success(
-        cls,
-        score: float,
-        anomaly_map: np.ndarray,
-        threshold: float,
-        model_version: str,
-        reference_version: str,
-        map_threshold: float | None = None,
-    ) -> InspectionOutcome:
-        """A scored frame; map_threshold (pixel level) defaults to the image threshold."""
-        return cls(score, anomaly_map, threshold, model_version, reference_version, map_threshold)
-
-    @classmethod
-    def failure(cls, reason: DeadLetterReason, detail: str) -> InspectionOutcome:
-        """A frame the detector refused: reason is inference_error or unknown_domain."""
-        if reason not in _INSPECTION_FAILURES:
-            raise ValueError(f"an inspection can only fail with {sorted(_INSPECTION_FAILURES)}, not {reason}")
-        return cls(error=reason, detail=detail)
-
-
-InspectFn = Callable[[Sequence[DecodedFrame]], Sequence[InspectionOutcome]]
 
 
 @dataclass
@@ -313,37 +262,12 @@ class FrameConsumer:
         if outcome.error is not None:
             return self._dead_letter(record, outcome.error, outcome.detail)
         try:
-            anomaly_map, statistics = _checked_map(outcome)
-            map_png = encode_map_png(anomaly_map)
-            overlay_jpg = render_overlay_jpeg(frame.image, anomaly_map, quality=self._settings.overlay_jpeg_quality)
-        except ValueError as error:
+            return write_result(
+                frame.request, frame.image, outcome, polled_at, self._settings.results_bucket, self._store,
+                self._settings.overlay_jpeg_quality,
+            )  # fmt: skip
+        except InvalidOutcomeError as error:
             return self._dead_letter(record, DeadLetterReason.INFERENCE_ERROR, f"invalid outcome: {error}")
-        request = frame.request
-        keys = result_keys(request.domain, request.line, request.timestamp, request.frame_id)
-        bucket = self._settings.results_bucket
-        self._store.put_bytes(bucket, keys.map, map_png, content_type="image/png")
-        self._store.put_bytes(bucket, keys.overlay, overlay_jpg, content_type="image/jpeg")
-        score, threshold = float(outcome.score), float(outcome.threshold)  # type: ignore[arg-type]
-        result = InspectionResult(
-            frame_id=request.frame_id,
-            domain=request.domain,
-            line=request.line,
-            timestamp=request.timestamp,
-            score=score,
-            threshold=threshold,
-            verdict=verdict_for(score, threshold),
-            bucket=bucket,
-            result_key=keys.result,
-            map_key=keys.map,
-            overlay_key=keys.overlay,
-            model_version=outcome.model_version,
-            reference_version=outcome.reference_version,
-            latency_ms=1000.0 * (time.monotonic() - polled_at),
-            map_statistics=statistics,
-        )
-        # result.json goes last: its presence means the frame's objects are complete.
-        self._store.put_json(bucket, keys.result, result)
-        return result
 
     def _dead_letter(self, record: ConsumerRecord, reason: DeadLetterReason, detail: str) -> DeadLetter:
         payload = record.value or b""
@@ -392,22 +316,6 @@ class FrameConsumer:
             logger.warning("offset commit failed after rebalance", extra={"error": str(error)})
             return
         self.stats.commits += 1
-
-
-def _checked_map(outcome: InspectionOutcome) -> tuple[np.ndarray, MapStatistics]:
-    if outcome.score is None or outcome.anomaly_map is None or outcome.threshold is None:
-        raise ValueError("a successful outcome needs score, anomaly_map and threshold")
-    if not math.isfinite(outcome.score) or not 0.0 <= outcome.score <= 1.0:
-        raise ValueError(f"score must be a finite number in [0, 1], got {outcome.score}")
-    anomaly_map = validate_anomaly_map(outcome.anomaly_map)
-    map_threshold = outcome.threshold if outcome.map_threshold is None else outcome.map_threshold
-    statistics = MapStatistics(
-        max=float(anomaly_map.max()),
-        mean=float(anomaly_map.mean()),
-        threshold=float(map_threshold),
-        area_above_threshold=float((anomaly_map >= map_threshold).mean()),
-    )
-    return anomaly_map, statistics
 
 
 def _frame_id_hint(payload: bytes) -> str | None:

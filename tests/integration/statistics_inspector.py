@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from services.ingest import DecodedFrame, FrameConsumer, InspectionOutcome
+from services.ingest import FrameConsumer
+from services.inspection import DecodedFrame, InspectionOutcome
 from services.messages import DeadLetterReason
 from services.settings import ServiceSettings
 

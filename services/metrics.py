@@ -1,0 +1,49 @@
+"""Prometheus metrics of the inspection service, in a registry of their own (rendered at /metrics)."""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class InspectionMetrics:
+    """Per-domain frame counts, errors, latency and batch sizes as seen by the ingress.
+
+    Batch size is recorded per frame (the size of the backbone batch the frame was scored in), so its
+    histogram weighs batches by how many frames they carried.
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.frames = Counter(
+            "inctrl_frames", "Frames inspected, by domain and verdict.", ["domain", "verdict"], registry=self.registry
+        )
+        self.errors = Counter(
+            "inctrl_errors", "Frames that got no score, by domain and reason.", ["domain", "reason"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "inctrl_inspect_latency_seconds", "Ingress-to-outcome latency per frame.", ["domain"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "inctrl_backbone_batch_size", "Size of the backbone batch each frame was scored in.",
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.http_requests = Counter(
+            "inctrl_http_requests", "HTTP requests by route and status.", ["route", "status"], registry=self.registry
+        )
+
+    def observe_outcome(self, domain: str, verdict: str | None, error: str | None, seconds: float) -> None:
+        """Record one frame's outcome: a verdict, or the reason it failed."""
+        if error is not None:
+            self.errors.labels(domain=domain, reason=error).inc()
+        else:
+            self.frames.labels(domain=domain, verdict=verdict or "unknown").inc()
+        self.latency.labels(domain=domain).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,80 @@
+"""Write one inspected frame's objects (map.png, overlay.jpg, then result.json) and build its result event.
+
+Shared by the Kafka consumer and the HTTP path, so a frame inspected either way leaves the same objects.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from services.inspection import InspectionOutcome
+from services.messages import InspectionRequest, InspectionResult, MapStatistics, verdict_for
+from services.object_store import ObjectStore, result_keys
+from services.result_encoding import encode_map_png, render_overlay_jpeg, validate_anomaly_map
+
+
+class InvalidOutcomeError(ValueError):
+    """The detector returned a score or map that cannot be published."""
+
+
+def checked_map(outcome: InspectionOutcome) -> tuple[np.ndarray, MapStatistics]:
+    """Validate a successful outcome; its map and the map statistics of the result event."""
+    if outcome.score is None or outcome.anomaly_map is None or outcome.threshold is None:
+        raise InvalidOutcomeError("a successful outcome needs score, anomaly_map and threshold")
+    if not math.isfinite(outcome.score) or not 0.0 <= outcome.score <= 1.0:
+        raise InvalidOutcomeError(f"score must be a finite number in [0, 1], got {outcome.score}")
+    try:
+        anomaly_map = validate_anomaly_map(outcome.anomaly_map)
+    except ValueError as error:
+        raise InvalidOutcomeError(str(error)) from error
+    map_threshold = outcome.threshold if outcome.map_threshold is None else outcome.map_threshold
+    statistics = MapStatistics(
+        max=float(anomaly_map.max()),
+        mean=float(anomaly_map.mean()),
+        threshold=float(map_threshold),
+        area_above_threshold=float((anomaly_map >= map_threshold).mean()),
+    )
+    return anomaly_map, statistics
+
+
+def write_result(
+    request: InspectionRequest,
+    image: np.ndarray,
+    outcome: InspectionOutcome,
+    started: float,
+    bucket: str,
+    store: ObjectStore | None,
+    overlay_quality: int = 85,
+) -> InspectionResult:
+    """Encode everything first (a bad outcome writes nothing), then map, overlay, and result.json last:
+    its presence means the frame's objects are complete. Without a store, only the event is built."""
+    anomaly_map, statistics = checked_map(outcome)
+    keys = result_keys(request.domain, request.line, request.timestamp, request.frame_id)
+    score, threshold = float(outcome.score), float(outcome.threshold)  # type: ignore[arg-type]
+    if store is not None:
+        map_png = encode_map_png(anomaly_map)
+        overlay_jpg = render_overlay_jpeg(image, anomaly_map, quality=overlay_quality)
+        store.put_bytes(bucket, keys.map, map_png, content_type="image/png")
+        store.put_bytes(bucket, keys.overlay, overlay_jpg, content_type="image/jpeg")
+    result = InspectionResult(
+        frame_id=request.frame_id,
+        domain=request.domain,
+        line=request.line,
+        timestamp=request.timestamp,
+        score=score,
+        threshold=threshold,
+        verdict=verdict_for(score, threshold),
+        bucket=bucket,
+        result_key=keys.result,
+        map_key=keys.map,
+        overlay_key=keys.overlay,
+        model_version=outcome.model_version,
+        reference_version=outcome.reference_version,
+        latency_ms=1000.0 * (time.monotonic() - started),
+        map_statistics=statistics,
+    )
+    if store is not None:
+        store.put_json(bucket, keys.result, result)
+    return result

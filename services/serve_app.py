@@ -1,0 +1,195 @@
+"""Ray Serve application: an HTTP/handle ingress routing frames by domain to detector deployments.
+
+    serve run services.serve_app:build_app   (args: the DeploymentConfig dict, as serveConfigV2 renders it)
+
+Deployments: "pool" serves every domain without its own deployment; each hot domain in the config gets
+"domain-<name>" with its own replicas and batch settings. Every detector replica loads the checkpoint
+once and batches requests with serve.batch; a batch may mix domains and goes through the backbone in ONE
+call, then each domain's group is scored against its bank (services.serving.engine). Multiplexing by
+domain around the backbone call would split batches per domain, so it is not used.
+
+S3 settings come from INCTRL_* environment variables (ServiceSettings); bank cache size and re-check
+interval from ServingSettings.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from services.deployment_config import POOL_DEPLOYMENT_NAME, DeploymentConfig, deployment_config_from_args
+from services.http_api import DomainRegistration, InspectionFailed, create_http_app
+from services.inspection import DecodedFrame, InspectionOutcome
+from services.messages import DeadLetterReason, InspectionRequest, InspectionResult, verdict_for
+from services.metrics import InspectionMetrics
+from services.object_store import ObjectStore
+from services.registry import DomainRecord, DomainRegistry, UnknownDomainError, load_reference_images
+from services.result_encoding import decode_image
+from services.serving.bank_cache import BankCache
+from services.serving.checkpoint_source import load_detector
+from services.serving.engine import FrameInput, InspectionEngine
+from services.result_writer import write_result
+from services.serving.serving_settings import ServingSettings
+from services.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoredFrame:
+    """A detector replica's answer for one frame, with the size of the backbone batch it rode in."""
+
+    outcome: InspectionOutcome
+    batch_size: int
+
+
+def configured_threshold(config: DeploymentConfig, domain: str) -> float | None:
+    """A threshold the deployment config sets explicitly for a domain (it overrides the registry's)."""
+    if domain in config.domains:
+        return config.domains[domain].threshold
+    return config.pool.thresholds.get(domain)
+
+
+@serve.deployment
+class DetectorDeployment:
+    """Loads the checkpoint once and scores batches of frames of any domains."""
+
+    def __init__(self, args: dict[str, Any], domain: str | None) -> None:
+        config = deployment_config_from_args(args)
+        settings, serving = ServiceSettings(), ServingSettings()
+        store = ObjectStore.from_settings(settings)
+        detector, model_version = load_detector(config.checkpoint_uri, store, config.nn_backend, config.backbone)
+        self._registry = DomainRegistry(store, config.registry_prefix)
+        self._store = store
+        banks = BankCache(self._registry, detector.device, serving.bank_cache_size, serving.bank_recheck_s)
+
+        def threshold_for(record: DomainRecord) -> float:
+            explicit = configured_threshold(config, record.name)
+            return record.threshold if explicit is None else explicit
+
+        self._engine = InspectionEngine(detector, banks, threshold_for, model_version)
+        batch = config.batch_for(domain)
+        self.score.set_max_batch_size(batch.max_batch_size)
+        self.score.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        logger.info("detector replica ready", extra={"serves": domain or POOL_DEPLOYMENT_NAME, "model_version": model_version})
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def score(self, frames: list[FrameInput]) -> list[ScoredFrame]:
+        """Batched by Serve; the model runs in a worker thread so new requests keep queueing meanwhile."""
+        outcomes = await asyncio.to_thread(self._engine.inspect, frames)
+        return [ScoredFrame(outcome, len(frames)) for outcome in outcomes]
+
+    async def register_domain(self, registration: DomainRegistration) -> DomainRecord:
+        """Build and store a new version of a domain from an s3:// prefix of normal images."""
+
+        def register() -> DomainRecord:
+            images = load_reference_images(registration.images_uri, self._store)
+            record = self._registry.register(
+                registration.name, registration.class_name, images, self._engine.detector,
+                threshold=registration.threshold, source=registration.images_uri,
+            )  # fmt: skip
+            self._engine.banks.invalidate(registration.name)
+            return record
+
+        return await asyncio.to_thread(register)
+
+    def model_version(self) -> str:
+        return self._engine.model_version
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+@serve.ingress()
+class InspectionIngress:
+    """Routes frames by domain (HTTP and handle calls) and keeps the service's Prometheus metrics."""
+
+    def __init__(self, detectors: dict[str, DeploymentHandle], args: dict[str, Any]) -> None:
+        self._config = deployment_config_from_args(args)
+        self._settings = ServiceSettings()
+        self._store = ObjectStore.from_settings(self._settings)
+        self._registry = DomainRegistry(self._store, self._config.registry_prefix)
+        self._detectors = detectors
+        self.metrics = InspectionMetrics()
+
+    def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve calls this to get the ASGI app
+        return create_http_app(self)
+
+    async def _route(self, frame: FrameInput) -> InspectionOutcome:
+        started = time.monotonic()
+        handle = self._detectors[self._config.deployment_name(frame.domain)]
+        try:
+            scored: ScoredFrame = await handle.score.remote(frame)
+        except Exception as error:  # a replica failure fails this frame, not the stream
+            logger.exception("detector call failed", extra={"domain": frame.domain})
+            outcome = InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")
+        else:
+            outcome = scored.outcome
+            self.metrics.batch_size.observe(scored.batch_size)
+        verdict = None
+        if outcome.score is not None and outcome.threshold is not None:
+            verdict = verdict_for(outcome.score, outcome.threshold).value
+        error = outcome.error.value if outcome.error else None
+        self.metrics.observe_outcome(frame.domain, verdict, error, time.monotonic() - started)
+        return outcome
+
+    async def inspect_frames(self, frames: Sequence[FrameInput]) -> list[InspectionOutcome]:
+        """One outcome per frame, in order; the frames fan out to their deployments and batch there."""
+        return list(await asyncio.gather(*(self._route(frame) for frame in frames)))
+
+    async def inspect_upload(self, domain: str, line: str, frame_id: str, image: bytes, store: bool) -> InspectionResult:
+        started = time.monotonic()
+        pixels = decode_image(image, self._settings.max_image_pixels)
+        request = InspectionRequest(
+            frame_id=frame_id, domain=domain, line=line, timestamp=datetime.now(timezone.utc), image=image
+        )
+        outcome = await self._route(FrameInput(domain, pixels))
+        if outcome.error is DeadLetterReason.UNKNOWN_DOMAIN:
+            raise UnknownDomainError(outcome.detail)
+        if outcome.error is not None:
+            raise InspectionFailed(f"frame {frame_id}: {outcome.error.value}: {outcome.detail}")
+        return await asyncio.to_thread(
+            write_result, request, pixels, outcome, started, self._settings.results_bucket,
+            self._store if store else None, self._settings.overlay_jpeg_quality,
+        )  # fmt: skip
+
+    async def list_domains(self) -> list[DomainRecord]:
+        return await asyncio.to_thread(self._registry.list)
+
+    async def show_domain(self, name: str) -> DomainRecord:
+        return await asyncio.to_thread(self._registry.show, name)
+
+    async def register_domain(self, registration: DomainRegistration) -> DomainRecord:
+        return await self._detectors[POOL_DEPLOYMENT_NAME].register_domain.remote(registration)
+
+    async def health(self) -> dict[str, object]:
+        return {"status": "ok", "deployments": sorted(self._detectors)}
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application for `serve run` / serveConfigV2 (import path services.serve_app:build_app)."""
+    config = deployment_config_from_args(args)
+    options = config.serve_options()
+    detectors = {POOL_DEPLOYMENT_NAME: DetectorDeployment.options(**options[POOL_DEPLOYMENT_NAME]).bind(dict(args), None)}
+    for domain in config.domains:
+        name = config.deployment_name(domain)
+        detectors[name] = DetectorDeployment.options(**options[name]).bind(dict(args), domain)
+    return InspectionIngress.bind(detectors, dict(args))
+
+
+class InspectionClient:
+    """The FrameConsumer's `inspect` callable: sends a micro-batch to the running Serve app's ingress."""
+
+    def __init__(self, app_name: str | None = None, timeout_s: float | None = None) -> None:
+        serving = ServingSettings()
+        self._handle = serve.get_app_handle(app_name or serving.serve_app_name)
+        self._timeout_s = timeout_s or serving.inspect_timeout_s
+
+    def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
+        inputs = [FrameInput(frame.request.domain, frame.image) for frame in frames]
+        return self._handle.inspect_frames.remote(inputs).result(timeout_s=self._timeout_s)

@@ -1,0 +1,192 @@
+"""CLI of the online system: domain registry, the Serve app, the Kafka consumer, the stream bench, the demo.
+
+Mount on the root CLI:
+    app.add_typer(domain_app, name="domain")        # inctrl domain register|list|show|delete
+    app.add_typer(service_app)                      # inctrl serve, inctrl consume, inctrl demo
+    app.add_typer(bench_stream_app, name="bench")   # inctrl bench stream (or add its command to an existing bench group)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from services.deployment_config import deployment_config_from_args
+from services.object_store import ObjectStore
+from services.registry import DomainRegistry, RegistryError, load_reference_images
+from services.serving.checkpoint_source import load_detector
+from services.serving.serving_settings import ServingSettings
+from services.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+domain_app = typer.Typer(help="Register, list, show and delete inspection domains (reference images per product).")
+service_app = typer.Typer(help="Run the online inspection service.")
+bench_stream_app = typer.Typer(help="Throughput and latency benchmarks of the streaming path.")
+
+_REGISTRY_OPTION = typer.Option(None, "--registry", help="s3:// registry prefix (default: INCTRL_REGISTRY_PREFIX).")
+
+
+def _registry(prefix: str | None) -> tuple[DomainRegistry, ObjectStore, ServiceSettings]:
+    settings = ServiceSettings()
+    store = ObjectStore.from_settings(settings)
+    return DomainRegistry(store, prefix or settings.registry_prefix), store, settings
+
+
+@domain_app.command("register")
+def register_domain(
+    name: str = typer.Argument(..., help="Domain name (lowercase letters, digits, '-')."),
+    class_name: str = typer.Option(..., "--class-name", help="Product name for the text prompts, e.g. capsule."),
+    images: str = typer.Option(..., "--images", help="Folder or s3:// prefix of K normal reference images."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Fixed threshold; calibrated when absent."),
+    calibration_images: str | None = typer.Option(
+        None, "--calibration-images", help="Folder or s3:// prefix of extra normal images to calibrate on."
+    ),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint folder or s3:// URI (default: INCTRL_CHECKPOINT_URI)."),
+    registry_prefix: str | None = _REGISTRY_OPTION,
+) -> None:
+    """Build the domain's prompt bank and store it as a new version; prints the domain record."""
+    registry, store, settings = _registry(registry_prefix)
+    try:
+        references = load_reference_images(images, store)
+        normals = load_reference_images(calibration_images, store) if calibration_images else None
+        detector, _ = load_detector(checkpoint or settings.checkpoint_uri, store, "torch")
+        record = registry.register(name, class_name, references, detector, threshold, normals, source=images)
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(record.model_dump_json(indent=2))
+
+
+@domain_app.command("list")
+def list_domains(registry_prefix: str | None = _REGISTRY_OPTION) -> None:
+    """One line per registered domain: name, version, class, K, threshold."""
+    registry, _, _ = _registry(registry_prefix)
+    for record in registry.list():
+        typer.echo(f"{record.name}\tv{record.version}\t{record.class_name}\tK={record.shots}\tthreshold={record.threshold:.4f}")
+
+
+@domain_app.command("show")
+def show_domain(name: str, registry_prefix: str | None = _REGISTRY_OPTION) -> None:
+    """The domain's current record as JSON."""
+    registry, _, _ = _registry(registry_prefix)
+    try:
+        typer.echo(registry.show(name).model_dump_json(indent=2))
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+@domain_app.command("delete")
+def delete_domain(name: str, registry_prefix: str | None = _REGISTRY_OPTION) -> None:
+    """Remove every version of the domain."""
+    registry, _, _ = _registry(registry_prefix)
+    try:
+        removed = registry.delete(name)
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"deleted {name} ({removed} objects)")
+
+
+def read_app_args(path: Path, app_name: str) -> dict[str, Any]:
+    """The Serve app args from a YAML/JSON file: a serveConfigV2 document (applications[]) or the args alone."""
+    if not path.is_file():
+        raise typer.BadParameter(f"config file {path} does not exist")
+    document = yaml.safe_load(path.read_text())
+    if isinstance(document, dict) and isinstance(document.get("applications"), list):
+        apps = {app.get("name"): app for app in document["applications"] if isinstance(app, dict)}
+        if app_name not in apps:
+            raise typer.BadParameter(f"{path}: no application {app_name!r}; it has {sorted(map(str, apps))}")
+        document = apps[app_name].get("args") or {}
+    if not isinstance(document, dict):
+        raise typer.BadParameter(f"{path}: expected a mapping of Serve app args")
+    deployment_config_from_args(document)
+    return document
+
+
+def start_ray(address: str | None, temp_dir: Path | None = None, num_cpus: int | None = None) -> None:
+    """Connect to a cluster (address) or start a local Ray with its own temp dir."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        folder = temp_dir or Path(tempfile.mkdtemp(prefix="inctrl-ray-", dir="/tmp"))
+        ray.init(num_cpus=num_cpus, _temp_dir=str(folder), include_dashboard=False, log_to_driver=False)
+
+
+@service_app.command("serve")
+def serve_command(
+    config: Path = typer.Option(..., "--config", help="serveConfigV2 YAML or a YAML/JSON file of the app args."),
+    app_name: str | None = typer.Option(None, "--app-name", help="Serve application name (default: INCTRL_SERVE_APP_NAME)."),
+    address: str | None = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster; a local Ray when absent."),
+    host: str = typer.Option("127.0.0.1", help="HTTP host of the Serve proxy."),
+    port: int = typer.Option(8000, help="HTTP port of the Serve proxy."),
+) -> None:
+    """Deploy the inspection app on Ray Serve and keep it running until interrupted."""
+    from ray import serve
+
+    from services.serve_app import build_app
+
+    name = app_name or ServingSettings().serve_app_name
+    args = read_app_args(config, name)
+    start_ray(address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name=name, route_prefix="/")
+    typer.echo(f"serving {name} on http://{host}:{port} (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
+@service_app.command("consume")
+def consume_command(
+    app_name: str | None = typer.Option(None, "--app-name", help="Serve application to send frames to."),
+    address: str = typer.Option("auto", "--address", envvar="RAY_ADDRESS", help="Ray cluster running the Serve app."),
+) -> None:
+    """Run the Kafka frame consumer with the Serve app as its detector, until SIGTERM/SIGINT."""
+    import ray
+
+    from services.ingest import FrameConsumer
+    from services.serve_app import InspectionClient
+
+    ray.init(address=address, log_to_driver=False)
+    consumer = FrameConsumer(ServiceSettings(), inspect=InspectionClient(app_name))
+    stats = consumer.run_forever()
+    typer.echo(json.dumps(stats.log_fields()))
+
+
+@service_app.command("demo")
+def demo_command(
+    work_dir: Path = typer.Option(Path(".demo"), "--work-dir", help="Folder for the stack, data, checkpoint and Ray."),
+    backbone: str | None = typer.Option(None, help="Backbone (default: ViT-B-16-plus-240 if its weights load, else efficientnet-lite0)."),
+    frames_per_line: int = typer.Option(16, help="Frames each of the three lines sends."),
+) -> None:
+    """End to end on a fresh machine: stack, synthetic data, training, registration, streaming, summary."""
+    from services.demo import DemoOptions, run_demo
+
+    summary = run_demo(DemoOptions(work_dir=work_dir, backbone=backbone, frames_per_line=frames_per_line))
+    typer.echo(summary.render())
+
+
+@bench_stream_app.command("stream")
+def bench_stream_command(
+    backbone: str = typer.Option("tiny", help="Backbone: tiny, efficientnet-lite0 or an OpenCLIP name."),
+    frames: int = typer.Option(96, help="Frames to send through Kafka."),
+    batch_size: int = typer.Option(8, help="Serve max batch size, also the in-process batch size."),
+    domains: int = typer.Option(3, help="Domains the frames are spread over."),
+    work_dir: Path = typer.Option(Path(".bench"), "--work-dir", help="Folder for the stack, checkpoint and Ray."),
+) -> None:
+    """Frames/s and latency percentiles through Kafka -> Serve -> S3 against the in-process detector."""
+    from services.stream_bench import StreamBenchOptions, run_stream_bench
+
+    report = run_stream_bench(
+        StreamBenchOptions(backbone=backbone, frames=frames, batch_size=batch_size, domains=domains, work_dir=work_dir)
+    )
+    typer.echo(report.render())

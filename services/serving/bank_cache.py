@@ -1,0 +1,79 @@
+"""Per-replica LRU of domain prompt banks (each with its FAISS index), re-validated against current.json."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from services.registry import DomainRegistry, RegisteredDomain
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    domain: RegisteredDomain
+    checked_at: float
+
+
+class BankCache:
+    """Banks by domain, at most `capacity`, least recently used evicted.
+
+    A cached domain's version is re-read from the registry at most every `recheck_s` seconds, so a
+    re-registered domain is served with its new references within that time, without a restart. The
+    search index (FAISS or torch) lives on the bank and is built on its first query, once per version.
+    """
+
+    def __init__(
+        self,
+        registry: DomainRegistry,
+        device: torch.device,
+        capacity: int = 64,
+        recheck_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"bank cache capacity must be >= 1, got {capacity}")
+        self._registry = registry
+        self._device = device
+        self._capacity = capacity
+        self._recheck_s = recheck_s
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, domain: str) -> RegisteredDomain:
+        """The domain's current bank; raises UnknownDomainError for an unregistered one."""
+        with self._lock:
+            now = self._clock()
+            entry = self._entries.get(domain)
+            if entry is not None and now - entry.checked_at < self._recheck_s:
+                self._entries.move_to_end(domain)
+                return entry.domain
+            version = self._registry.current_version(domain)
+            if entry is None or entry.domain.record.version != version:
+                loaded = self._registry.load(domain, version)
+                entry = _Entry(RegisteredDomain(record=loaded.record, bank=loaded.bank.on(torch.device(self._device))), now)
+                logger.info("bank loaded", extra={"domain": domain, "version": version})
+            entry.checked_at = now
+            self._entries[domain] = entry
+            self._entries.move_to_end(domain)
+            while len(self._entries) > self._capacity:
+                evicted, _ = self._entries.popitem(last=False)
+                logger.info("bank evicted", extra={"domain": evicted})
+            return entry.domain
+
+    def invalidate(self, domain: str) -> None:
+        """Forget a domain so its next use reads the registry (after a registration through this replica)."""
+        with self._lock:
+            self._entries.pop(domain, None)
+
+    def cached(self) -> dict[str, int]:
+        """Cached domains and their versions, least recently used first."""
+        with self._lock:
+            return {name: entry.domain.record.version for name, entry in self._entries.items()}

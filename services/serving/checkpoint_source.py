@@ -1,0 +1,59 @@
+"""Load the detector a serving config names, from a local checkpoint folder or an s3:// prefix."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from pathlib import Path
+
+from minio.error import S3Error
+
+from model import CheckpointError, InCTRLv2
+from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from services.object_store import ObjectStore, parse_s3_uri
+
+logger = logging.getLogger(__name__)
+
+
+def load_detector(
+    uri: str, store: ObjectStore | None, nn_backend: str, expected_backbone: str | None = None
+) -> tuple[InCTRLv2, str]:
+    """Checkpoint -> (detector with `nn_backend` search, model version "<uri>@<heads sha256 prefix>")."""
+    with tempfile.TemporaryDirectory(prefix="inctrl-checkpoint-") as scratch:
+        folder = _materialise(uri, store, Path(scratch)) if uri.startswith("s3://") else Path(uri)
+        heads = folder / WEIGHTS_FILE
+        if not heads.is_file():
+            raise CheckpointError(f"checkpoint {uri} has no {WEIGHTS_FILE}")
+        digest = hashlib.sha256(heads.read_bytes()).hexdigest()[:12]
+        detector = InCTRLv2.load(folder)
+    if expected_backbone is not None and detector.config.backbone != expected_backbone:
+        raise CheckpointError(
+            f"checkpoint {uri} uses backbone {detector.config.backbone!r}, the serving config expects {expected_backbone!r}"
+        )
+    # The search backend is a serving choice (FAISS indexes per domain), not a property of the trained heads.
+    detector.config = detector.config.model_copy(update={"nn_backend": nn_backend})
+    version = f"{uri.rstrip('/')}@{digest}"
+    logger.info("detector loaded", extra={"checkpoint": uri, "model_version": version, "backbone": detector.backbone_id})
+    return detector, version
+
+
+def _materialise(uri: str, store: ObjectStore | None, folder: Path) -> Path:
+    if store is None:
+        raise CheckpointError(f"loading {uri} needs an object store")
+    bucket, prefix = parse_s3_uri(uri.rstrip("/") + "/" + WEIGHTS_FILE)
+    prefix = prefix[: -len(WEIGHTS_FILE)]
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            (folder / name).write_bytes(store.get_bytes(bucket, prefix + name))
+        except S3Error as error:
+            raise CheckpointError(f"checkpoint {uri}: cannot read {name} ({error.code})") from error
+    return folder
+
+
+def upload_checkpoint(folder: Path, uri: str, store: ObjectStore) -> None:
+    """Copy a local checkpoint folder (config.json + heads.safetensors) to an s3:// prefix."""
+    bucket, key = parse_s3_uri(uri.rstrip("/") + "/" + WEIGHTS_FILE)
+    prefix = key[: -len(WEIGHTS_FILE)]
+    store.ensure_bucket(bucket)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        store.put_bytes(bucket, prefix + name, (folder / name).read_bytes())

@@ -1,0 +1,44 @@
+"""Pretrained weights that cannot be had give a quick WeightsUnavailableError saying how to supply them."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from model import InCTRLv2, InCTRLv2Config, WeightsUnavailableError
+
+
+@pytest.mark.parametrize("backbone", ["ViT-B-16-plus-240", "efficientnet-lite0"])
+def test_missing_weights_file_fails_fast(tmp_path: Path, backbone: str) -> None:
+    missing = tmp_path / "weights.bin"
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match=f"{missing} does not exist"):
+        InCTRLv2(InCTRLv2Config(backbone=backbone, pretrained=str(missing)), device="cpu")
+    assert time.monotonic() - started < 3.0
+
+
+def test_s3_weights_without_an_endpoint_say_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INCTRL_S3_ENDPOINT", raising=False)
+    with pytest.raises(WeightsUnavailableError, match="INCTRL_S3_ENDPOINT"):
+        InCTRLv2(InCTRLv2Config(backbone="efficientnet-lite0", pretrained="s3://no-bucket/absent.pth"), device="cpu")
+
+
+def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Force the hub client offline with an empty cache, so the test never downloads even where network exists.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        InCTRLv2(InCTRLv2Config(), device="cpu")
+    assert time.monotonic() - started < 15.0
+    message = str(info.value)
+    assert "laion400m_e32" in message and "ViT-B-16-plus-240" in message
+    assert "pretrained=/path/to/file" in message and "s3://" in message
+
+
+def test_tiny_backbone_refuses_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="random by design"):
+        InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained="laion400m_e32"), device="cpu")
