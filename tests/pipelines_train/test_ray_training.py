@@ -1,0 +1,93 @@
+"""Training on a real local Ray (TorchTrainer, gloo): loss goes down, checkpoints load, runs resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model import InCTRLv2
+from pipelines.training import TrainConfig, TrainData, TrainingDataError, TrainingError, run_training
+from pipelines.training.dataset import build_training_set, draw_prompts
+
+pytestmark = pytest.mark.integration
+
+
+def _config(root: Path, output: Path, **changes: object) -> TrainConfig:
+    base = {
+        "model": {"backbone": "tiny", "pretrained": None},
+        "data": {"dataset": "mvtec", "root": root},
+        "shots": 2,
+        "epochs": 4,
+        "batch_size": 8,
+        "lr": 0.005,
+        "num_workers": 2,
+        "output": str(output),
+        "run_name": "tiny",
+        "log_every": 1,
+    }
+    return TrainConfig.model_validate(base | changes)
+
+
+def test_two_workers_train_checkpoint_and_resume(synthetic_root: Path, tmp_path: Path, local_ray: None) -> None:
+    first = run_training(_config(synthetic_root, tmp_path))
+    losses = [epoch["loss"] for epoch in first.history]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0]
+
+    checkpoint = Path(first.checkpoint)
+    assert checkpoint.name == "checkpoint_epoch_0004" and checkpoint.parent == tmp_path / "tiny"
+    detector = InCTRLv2.load(checkpoint, device="cpu")
+    untrained = InCTRLv2(detector.config, device="cpu")
+    saved = load_file(checkpoint / "heads.safetensors")
+    assert any(not torch.equal(saved[k], v) for k, v in untrained.heads.state_dict().items())
+    normals = torch.rand(2, 3, 64, 64)
+    detection = detector.detect(torch.rand(3, 3, 80, 64), detector.build_prompt_bank(normals, "capsule"))
+    assert detection.scores.shape == (3,) and detection.maps.shape == (3, 80, 64)
+
+    with pytest.raises(TrainingError, match="already holds a training run"):
+        run_training(_config(synthetic_root, tmp_path))
+
+    # Resume on one worker (the number of workers may change between runs) for two more epochs.
+    resumed = run_training(_config(synthetic_root, tmp_path, epochs=6, resume=True, num_workers=1))
+    assert resumed.history[:4] == first.history
+    assert [epoch["epoch"] for epoch in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert Path(resumed.checkpoint).name == "checkpoint_epoch_0006"
+
+
+def test_uncached_features_train_too(synthetic_root: Path, tmp_path: Path, local_ray: None) -> None:
+    result = run_training(_config(synthetic_root, tmp_path, epochs=1, num_workers=1, cache_features=False))
+    assert len(result.history) == 1 and result.history[0]["loss"] > 0
+
+
+def test_prompts_never_include_the_query(synthetic_root: Path) -> None:
+    training_set = build_training_set(_config(synthetic_root, synthetic_root).data.model_copy(update={"dasl_split": "test"}), shots=5)
+    rng = np.random.default_rng(0)
+    for query in training_set.oasl:  # OASL queries come from the prompt pool itself
+        prompts = draw_prompts(training_set.prompt_pools[query.category], query, 5, rng)
+        assert query.image not in {p.image for p in prompts}
+        assert {p.category for p in prompts} == {query.category}
+
+
+def test_too_few_prompts_is_a_clear_error(synthetic_root: Path) -> None:
+    data = _config(synthetic_root, synthetic_root).data
+    with pytest.raises(TrainingDataError, match="too few normal 'train' prompt images for K=6"):
+        build_training_set(data, shots=6)  # 6 train normals per category: a train query leaves 5 others
+
+
+def test_dasl_needs_masks(synthetic_root: Path, tmp_path: Path) -> None:
+    """A folder-layout set whose defect images have no masks cannot train DASL."""
+    base = tmp_path / "folder" / "capsule"
+    sources = {"reference": "train/good", "good": "test/good", "defect": "test/crack"}
+    for target, source in sources.items():
+        (base / target).mkdir(parents=True)
+        for image in sorted((synthetic_root / "capsule" / source).glob("*.png")):
+            shutil.copy(image, base / target / image.name)
+    data = TrainData(dataset="folder", root=tmp_path / "folder")
+    with pytest.raises(TrainingDataError, match="DASL needs pixel masks; 1 anomalous images lack one"):
+        build_training_set(data, shots=2)
