@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines.data_commands import app as data_app
+from pipelines.train_commands import evaluate, quality, train
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
 from services.stream_commands import produce
 
@@ -17,6 +18,9 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print number
 app.add_typer(data_app, name="data", help="Datasets: synthetic factory data.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(domain_app, name="domain")
+app.command("train")(train)
+app.command("evaluate")(evaluate)
+app.command("quality")(quality)
 app.command("produce", help="Feed a folder of images to the frames topic.")(produce)
 app.command("serve")(serve_command)
 app.command("consume")(consume_command)

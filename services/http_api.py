@@ -1,6 +1,8 @@
 """HTTP routes of the inspection service (FastAPI), over any gateway that does the work.
 
 POST /v1/inspect             multipart: image file + domain, line, frame_id [, store] -> InspectionResult
+POST /v1/inspect/batch       multipart: manifest JSON + N images -> per-frame outcomes, nothing stored
+                             (services/batch_inspection.py; the HTTP path of the Kafka consumer)
 GET  /v1/domains             current records of every registered domain
 GET  /v1/domains/{name}      one domain's current record
 POST /v1/domains             register (or replace) a domain from an s3:// prefix of normal images
@@ -17,6 +19,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model import InvalidImageError
+from services.batch_inspection import (
+    BATCH_ROUTE,
+    IMAGES_PART,
+    MANIFEST_PART,
+    BatchFrame,
+    BatchInspectionResponse,
+    BatchManifest,
+)
 from services.messages import NAME_PATTERN, InspectionResult
 from services.metrics import InspectionMetrics
 from services.registry import DomainRecord, RegistryError, UnknownDomainError
@@ -46,6 +56,8 @@ class InspectionGateway(Protocol):
     metrics: InspectionMetrics
 
     async def inspect_upload(self, domain: str, line: str, frame_id: str, image: bytes, store: bool) -> InspectionResult: ...
+
+    async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse: ...
 
     async def list_domains(self) -> list[DomainRecord]: ...
 
@@ -98,6 +110,18 @@ def create_http_app(gateway: InspectionGateway) -> FastAPI:
     ) -> InspectionResult:
         data = await image.read()
         return await gateway.inspect_upload(domain, line, frame_id, data, store)
+
+    @app.post(BATCH_ROUTE, response_model=BatchInspectionResponse)
+    async def inspect_batch(
+        manifest: str = Form(..., alias=MANIFEST_PART, description="BatchManifest JSON: domain, line, frame_id per image."),
+        images: list[UploadFile] = File(..., alias=IMAGES_PART, description="Encoded image files, in manifest order."),
+    ) -> BatchInspectionResponse | JSONResponse:
+        parsed = BatchManifest.model_validate_json(manifest)
+        if len(images) != len(parsed.frames):
+            detail = f"manifest lists {len(parsed.frames)} frames but {len(images)} image parts were sent"
+            return JSONResponse(status_code=422, content={"detail": detail})
+        data = [await image.read() for image in images]
+        return await gateway.inspect_batch(parsed.frames, data)
 
     @app.get("/v1/domains", response_model=list[DomainRecord])
     async def list_domains() -> list[DomainRecord]:

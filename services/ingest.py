@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
@@ -36,13 +36,17 @@ from services.result_encoding import (
     ImageTooLarge,
     decode_image,
 )
-from services.inspection import DecodedFrame, InspectFn, InspectionOutcome
+from services.inspection import DecodedFrame, InspectFn, InspectionOutcome, InspectionUnavailable
+from services.metrics import ConsumerMetrics
 from services.result_writer import InvalidOutcomeError, write_result
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 _SEND_TIMEOUT_S = 30.0
+# Wait before re-polling a batch the inspection service could not take; doubles up to the cap.
+_REPLAY_BACKOFF_S = 1.0
+_REPLAY_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ConsumerStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     commits: int = 0
+    replays: int = 0
 
     @property
     def handled(self) -> int:
@@ -68,7 +73,22 @@ class ConsumerStats:
             "dead_letters": dict(self.dead_letters),
             "batches": self.batches,
             "commits": self.commits,
+            "replays": self.replays,
         }
+
+
+class _GroupMembership(ConsumerRebalanceListener):
+    """Tracks whether the consumer currently holds a completed group assignment (possibly empty)."""
+
+    def __init__(self) -> None:
+        self.joined = threading.Event()
+
+    def on_partitions_revoked(self, revoked: object) -> None:
+        self.joined.clear()
+
+    def on_partitions_assigned(self, assigned: object) -> None:
+        # Called after every completed join, also with no partitions: an idle member is still healthy.
+        self.joined.set()
 
 
 class _Rejected(Exception):
@@ -96,15 +116,17 @@ class FrameConsumer:
         store: ObjectStore | None = None,
         known_domains: Callable[[str], bool] | None = None,
         client_id: str = "inctrl-frame-consumer",
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._inspect = inspect
         self._known_domains = known_domains
+        self.metrics = metrics or ConsumerMetrics()
         self._store = store or ObjectStore.from_settings(settings)
         self._store.ensure_bucket(settings.results_bucket)
+        connection = settings.kafka_client_options()
         self._consumer = KafkaConsumer(
-            *settings.frames_topics,
-            bootstrap_servers=settings.kafka_bootstrap,
+            **connection,
             group_id=settings.consumer_group,
             client_id=client_id,
             enable_auto_commit=False,
@@ -113,8 +135,10 @@ class FrameConsumer:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_records=min(settings.max_poll_records, settings.max_in_flight),
         )
+        self._membership = _GroupMembership()
+        self._consumer.subscribe(settings.frames_topics, listener=self._membership)
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **connection,
             client_id=client_id,
             acks="all",
             linger_ms=5,
@@ -123,7 +147,17 @@ class FrameConsumer:
         self._workers = ThreadPoolExecutor(settings.s3_write_concurrency, thread_name_prefix="frame-io")
         self._stop = threading.Event()
         self._closed = False
+        self._last_poll_at = time.monotonic()
         self.stats = ConsumerStats()
+
+    # -- health -----------------------------------------------------------------------------------------
+    def seconds_since_poll(self) -> float:
+        """Time since the loop last returned from a poll (since construction before the first one)."""
+        return time.monotonic() - self._last_poll_at
+
+    def joined_group(self) -> bool:
+        """Whether the consumer holds a completed group assignment (it may have no partitions)."""
+        return self._membership.joined.is_set() and not self._closed
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -161,25 +195,57 @@ class FrameConsumer:
         """Consume until stop(), until max_frames frames are handled, or until no record came for idle_timeout_s."""
         batch_cap = min(self._settings.max_poll_records, self._settings.max_in_flight)
         idle_since = time.monotonic()
+        replay_backoff = _REPLAY_BACKOFF_S
         while not self._stop.is_set():
             if max_frames is not None and self.stats.handled >= max_frames:
                 break
             limit = batch_cap if max_frames is None else min(batch_cap, max_frames - self.stats.handled)
             polled = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms, max_records=limit)
+            self._last_poll_at = time.monotonic()
             records = [record for batch in polled.values() for record in batch]
             if records:
-                self.process_batch(records)
+                try:
+                    self.process_batch(records)
+                except InspectionUnavailable as error:
+                    self._rewind(records, error)
+                    self._stop.wait(replay_backoff)
+                    replay_backoff = min(2 * replay_backoff, _REPLAY_BACKOFF_MAX_S)
+                    continue
+                replay_backoff = _REPLAY_BACKOFF_S
                 idle_since = time.monotonic()
             elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
                 break
         logger.info("frame consumer loop ended", extra=self.stats.log_fields())
         return self.stats
 
+    def _rewind(self, records: Sequence[ConsumerRecord], error: InspectionUnavailable) -> None:
+        """Seek back to the batch's first offsets so the next polls deliver it again (nothing committed)."""
+        first: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            first[partition] = min(first.get(partition, record.offset), record.offset)
+        owned = self._consumer.assignment()
+        for partition, offset in first.items():
+            # A partition revoked meanwhile is replayed by its new owner from the committed offset.
+            if partition in owned:
+                self._consumer.seek(partition, offset)
+        self.stats.replays += 1
+        self.metrics.replayed_batches.inc()
+        logger.warning(
+            "inspection service unavailable, batch will be replayed",
+            extra={"error": str(error), "batch_size": len(records), **self.stats.log_fields()},
+        )
+
     # -- one micro-batch --------------------------------------------------------------------------------
     def process_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        """Handle polled records end to end and commit their offsets."""
+        """Handle polled records end to end and commit their offsets.
+
+        Raises InspectionUnavailable, before anything is written or committed, when the inspect callable
+        cannot reach its service; run() then rewinds and replays the batch.
+        """
         polled_at = time.monotonic()
         self.stats.polled += len(records)
+        self.metrics.consumed.inc(len(records))
         decoded = list(self._workers.map(self._decode, records))
         frames = [(record, item) for record, item in zip(records, decoded) if isinstance(item, DecodedFrame)]
         dead = [
@@ -198,6 +264,12 @@ class FrameConsumer:
         self.stats.batches += 1
         self.stats.results += len(results)
         self.stats.dead_letters.update(letter.reason.value for letter in dead)
+        for result in results:
+            self.metrics.results.labels(verdict=result.verdict.value).inc()
+        for letter in dead:
+            self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
+        self.metrics.batch_size.observe(len(records))
+        self.metrics.batch_latency.observe(time.monotonic() - polled_at)
         logger.info(
             "batch done",
             extra={"batch_size": len(records), "batch_results": len(results), "batch_dead_letters": len(dead),
@@ -230,7 +302,7 @@ class FrameConsumer:
                 raise _Rejected(DeadLetterReason.UNDECODABLE_IMAGE, str(error)) from error
         except _Rejected as rejected:
             return rejected
-        return DecodedFrame(request=request, image=image)
+        return DecodedFrame(request=request, image=image, encoded=image_bytes)
 
     def _fetch_image(self, uri: str) -> bytes:
         bucket, key = parse_s3_uri(uri)
@@ -245,6 +317,8 @@ class FrameConsumer:
             return []
         try:
             outcomes = list(self._inspect(frames))
+        except InspectionUnavailable:
+            raise
         except Exception as error:  # the detector's failure must not stop the stream
             logger.exception("inspect callable failed", extra={"frames": len(frames)})
             return [InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")] * len(
@@ -316,6 +390,7 @@ class FrameConsumer:
             logger.warning("offset commit failed after rebalance", extra={"error": str(error)})
             return
         self.stats.commits += 1
+        self.metrics.committed.inc(len(records))
 
 
 def _frame_id_hint(payload: bytes) -> str | None:

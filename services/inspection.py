@@ -11,12 +11,21 @@ from services.messages import DeadLetterReason, InspectionRequest
 _INSPECTION_FAILURES = {DeadLetterReason.INFERENCE_ERROR, DeadLetterReason.UNKNOWN_DOMAIN}
 
 
+class InspectionUnavailable(RuntimeError):
+    """The inspection service could not be reached: the batch must be replayed, not dead-lettered."""
+
+
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A validated request with its image decoded to float32 (3, H, W) in [0, 1]."""
+    """A validated request with its image decoded to float32 (3, H, W) in [0, 1].
+
+    `encoded` holds the image file bytes as received (inline or fetched by URI), so a remote detector can
+    be sent the compact file instead of the pixels.
+    """
 
     request: InspectionRequest
     image: np.ndarray
+    encoded: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,38 @@ class InspectionMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class ConsumerMetrics:
+    """What one frame consumer did: frames consumed, committed, inspected, dead-lettered; batch latency."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.consumed = Counter("inctrl_consumer_frames_consumed", "Frame messages polled from Kafka (replays included).", registry=self.registry)
+        self.committed = Counter(
+            "inctrl_consumer_frames_committed", "Frame messages whose offsets were committed.", registry=self.registry
+        )
+        self.results = Counter(
+            "inctrl_consumer_results", "Frames stored and published as results, by verdict.", ["verdict"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "inctrl_consumer_dead_letters", "Frames sent to the dead-letter topic, by reason.", ["reason"], registry=self.registry
+        )
+        self.replayed_batches = Counter(
+            "inctrl_consumer_replayed_batches",
+            "Micro-batches rewound for replay because the inspection service was unreachable.",
+            registry=self.registry,
+        )
+        self.batch_latency = Histogram(
+            "inctrl_consumer_batch_seconds", "Poll-to-commit time of one micro-batch.",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "inctrl_consumer_batch_frames", "Frames per micro-batch.", buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -32,6 +34,14 @@ _PERMANENT_S3_CODES = {
     "InvalidArgument",
     "MethodNotAllowed",
 }
+
+
+# The S3 multi-object delete takes at most 1000 keys per request.
+_DELETE_BATCH = 1000
+
+
+class ObjectStoreError(RuntimeError):
+    """The object store answered but refused part of an operation; the message names what failed."""
 
 
 class ObjectStoreUnavailable(RuntimeError):
@@ -219,3 +229,28 @@ class ObjectStore:
             f"list s3://{bucket}/{prefix}",
             lambda: sorted(item.object_name for item in self._client.list_objects(bucket, prefix, recursive=True)),
         )
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove one object; removing a missing object is not an error (S3 deletes are idempotent)."""
+        self._with_retry(f"delete s3://{bucket}/{key}", lambda: self._client.remove_object(bucket, key))
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Remove every object under a non-empty prefix; returns how many were removed."""
+        if not prefix:
+            raise ValueError(f"delete_prefix on bucket {bucket!r} needs a non-empty prefix (refusing to empty the bucket)")
+        keys = self.list_keys(bucket, prefix)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            self._with_retry(
+                f"delete {len(batch)} objects under s3://{bucket}/{prefix}", functools.partial(self._remove_batch, bucket, batch)
+            )
+        return len(keys)
+
+    def _remove_batch(self, bucket: str, keys: list[str]) -> None:
+        # remove_objects is lazy: iterating it sends the request and yields one error per object not removed.
+        errors = list(self._client.remove_objects(bucket, [DeleteObject(key) for key in keys]))
+        if errors:
+            first = errors[0]
+            raise ObjectStoreError(
+                f"{len(errors)} of {len(keys)} objects in s3://{bucket} not deleted, e.g. {first.name}: {first.code} {first.message}"
+            )

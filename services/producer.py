@@ -35,7 +35,7 @@ class FrameProducer:
         self._settings = settings
         self._store = store
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **settings.kafka_client_options(),
             client_id="inctrl-frame-producer",
             acks="all",
             linger_ms=10,

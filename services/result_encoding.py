@@ -77,12 +77,21 @@ def validate_anomaly_map(anomaly_map: np.ndarray) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-def encode_map_png(anomaly_map: np.ndarray) -> bytes:
-    """Quantise an (H, W) map in [0, 1] to 16 bits (error <= 1/131070) and encode it losslessly as PNG."""
+def quantise_map(anomaly_map: np.ndarray) -> np.ndarray:
+    """An (H, W) map in [0, 1] as uint16 levels (error <= 1/131070): what map.png stores."""
     values = validate_anomaly_map(anomaly_map)
-    levels = np.round(values.astype(np.float64) * _MAP_LEVELS).astype(np.uint16)
+    return np.round(values.astype(np.float64) * _MAP_LEVELS).astype(np.uint16)
+
+
+def dequantise_map(levels: np.ndarray) -> np.ndarray:
+    """Inverse of quantise_map: float32 (H, W) in [0, 1]."""
+    return np.asarray(levels, dtype=np.float32) / _MAP_LEVELS
+
+
+def encode_map_png(anomaly_map: np.ndarray) -> bytes:
+    """Quantise an (H, W) map in [0, 1] to 16 bits (quantise_map) and encode it losslessly as PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(levels).save(buffer, format="PNG")
+    Image.fromarray(quantise_map(anomaly_map)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -95,7 +104,7 @@ def decode_map_png(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"anomaly map PNG is corrupt: {error}") from error
     if image.mode not in _SIXTEEN_BIT_MODES and image.mode != "I":
         raise ImageDecodeError(f"anomaly map PNG must be 16-bit greyscale, got mode {image.mode!r}")
-    return np.asarray(image, dtype=np.float32) / _MAP_LEVELS
+    return dequantise_map(np.asarray(image))
 
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from services.batch_inspection import BatchFrame, BatchInspectionResponse, FrameOutcome
 from services.deployment_config import POOL_DEPLOYMENT_NAME, DeploymentConfig, deployment_config_from_args
 from services.http_api import DomainRegistration, InspectionFailed, create_http_app
 from services.inspection import DecodedFrame, InspectionOutcome
@@ -31,7 +33,7 @@ from services.messages import DeadLetterReason, InspectionRequest, InspectionRes
 from services.metrics import InspectionMetrics
 from services.object_store import ObjectStore
 from services.registry import DomainRecord, DomainRegistry, UnknownDomainError, load_reference_images
-from services.result_encoding import decode_image
+from services.result_encoding import ImageDecodeError, decode_image
 from services.serving.bank_cache import BankCache
 from services.serving.checkpoint_source import load_detector
 from services.serving.engine import FrameInput, InspectionEngine
@@ -40,6 +42,8 @@ from services.serving.serving_settings import ServingSettings
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+_HEALTH_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class InspectionIngress:
         self._config = deployment_config_from_args(args)
         self._settings = ServiceSettings()
         self._store = ObjectStore.from_settings(self._settings)
+        self._store.ensure_bucket(self._settings.results_bucket)
         self._registry = DomainRegistry(self._store, self._config.registry_prefix)
         self._detectors = detectors
         self.metrics = InspectionMetrics()
@@ -158,6 +163,28 @@ class InspectionIngress:
             self._store if store else None, self._settings.overlay_jpeg_quality,
         )  # fmt: skip
 
+    async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse:
+        """Score encoded images of any domains; a bad image fails alone. Nothing is written to S3."""
+
+        def decode(image: bytes) -> np.ndarray | InspectionOutcome:
+            try:
+                return decode_image(image, self._settings.max_image_pixels)
+            except ImageDecodeError as error:
+                return InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
+
+        async def inspect(frame: BatchFrame, pixels: np.ndarray | InspectionOutcome) -> InspectionOutcome:
+            if isinstance(pixels, InspectionOutcome):
+                self.metrics.observe_outcome(frame.domain, None, DeadLetterReason.INFERENCE_ERROR.value, 0.0)
+                return pixels
+            return await self._route(FrameInput(frame.domain, pixels))
+
+        decoded = await asyncio.to_thread(lambda: [decode(image) for image in images])
+        outcomes = await asyncio.gather(*(inspect(frame, pixels) for frame, pixels in zip(frames, decoded)))
+        encoded = await asyncio.to_thread(
+            lambda: [FrameOutcome.from_outcome(frame.frame_id, outcome) for frame, outcome in zip(frames, outcomes)]
+        )
+        return BatchInspectionResponse(outcomes=encoded)
+
     async def list_domains(self) -> list[DomainRecord]:
         return await asyncio.to_thread(self._registry.list)
 
@@ -193,3 +220,11 @@ class InspectionClient:
     def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
         inputs = [FrameInput(frame.request.domain, frame.image) for frame in frames]
         return self._handle.inspect_frames.remote(inputs).result(timeout_s=self._timeout_s)
+
+    def reachable(self) -> bool:
+        """Whether the ingress answers its health call now (for the consumer's readiness)."""
+        try:
+            self._handle.health.remote().result(timeout_s=_HEALTH_TIMEOUT_S)
+        except Exception:  # any failure to answer means not reachable; the reason is in the Serve logs
+            return False
+        return True

@@ -147,18 +147,33 @@ def serve_command(
 
 @service_app.command("consume")
 def consume_command(
-    app_name: str | None = typer.Option(None, "--app-name", help="Serve application to send frames to."),
-    address: str = typer.Option("auto", "--address", envvar="RAY_ADDRESS", help="Ray cluster running the Serve app."),
+    serve_url: str | None = typer.Option(
+        None, "--serve-url", help="HTTP base URL of the Serve app (default: INCTRL_SERVE_URL); a Ray handle when unset."
+    ),
+    app_name: str | None = typer.Option(None, "--app-name", help="Serve application to send frames to (Ray handle)."),
+    address: str = typer.Option("auto", "--address", envvar="RAY_ADDRESS", help="Ray cluster running the Serve app (Ray handle)."),
 ) -> None:
-    """Run the Kafka frame consumer with the Serve app as its detector, until SIGTERM/SIGINT."""
-    import ray
-
+    """Run the Kafka frame consumer until SIGTERM/SIGINT, with /healthz, /readyz and /metrics on INCTRL_METRICS_PORT."""
+    from services.consumer_health import ConsumerHealthServer
     from services.ingest import FrameConsumer
-    from services.serve_app import InspectionClient
 
-    ray.init(address=address, log_to_driver=False)
-    consumer = FrameConsumer(ServiceSettings(), inspect=InspectionClient(app_name))
-    stats = consumer.run_forever()
+    settings = ServiceSettings()
+    url = serve_url or settings.serve_url
+    if url:
+        from services.http_inspection_client import HttpInspectionClient
+
+        client = HttpInspectionClient(url, timeout_s=ServingSettings().inspect_timeout_s)
+    else:
+        import ray
+
+        from services.serve_app import InspectionClient
+
+        ray.init(address=address, log_to_driver=False)
+        client = InspectionClient(app_name)
+    logger.info("frame consumer starting", extra={"inspection": url or f"ray handle ({address})"})
+    consumer = FrameConsumer(settings, inspect=client)
+    with ConsumerHealthServer(consumer, consumer.metrics, client.reachable, settings.metrics_port, settings.consumer_stall_s):
+        stats = consumer.run_forever()
     typer.echo(json.dumps(stats.log_fields()))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +19,17 @@ class ServiceSettings(BaseSettings):
 
     kafka_bootstrap: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers, comma-separated host:port list."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How Kafka clients talk to the brokers."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; required with a SASL_* security protocol."
+    )
+    kafka_sasl_username: SecretStr | None = Field(None, description="SASL username (environment or Secret only).")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (environment or Secret only).")
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA bundle that signed the brokers' certificates; the system CAs when absent."
     )
     frames_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["frames"],
@@ -77,6 +88,19 @@ class ServiceSettings(BaseSettings):
     overlay_jpeg_quality: int = Field(85, ge=1, le=95, description="JPEG quality of overlay images.")
     serve_max_batch_size: int = Field(16, gt=0, description="Ray Serve dynamic batch size.")
     serve_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Ray Serve batch wait timeout.")
+    serve_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/\s]+",
+        description="HTTP base URL of the Serve app; when set, the consumer inspects over HTTP instead of a Ray handle.",
+    )
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Consumer port of /healthz, /readyz and /metrics (0 picks a free port)."
+    )
+    consumer_stall_s: float = Field(
+        300.0,
+        gt=0,
+        description="Liveness fails when the consumer loop has not polled for this long (a stuck batch).",
+    )
 
     @field_validator("frames_topics", mode="before")
     @classmethod
@@ -86,6 +110,33 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, list) and not value:
             raise ValueError("frames_topics needs at least one topic")
         return value
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by every kafka-python client (consumer, producer, admin).
+
+        SASL credentials are checked here rather than at load time: Serve replicas read the same
+        settings without the Kafka Secret and never connect to Kafka.
+        """
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in {"SSL", "SASL_SSL"} and self.kafka_ssl_cafile is not None:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                f"INCTRL_{name.upper()}"
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"Kafka security protocol {self.kafka_security_protocol} needs {', '.join(missing)}"
+                )
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username.get_secret_value()  # type: ignore[union-attr]
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()  # type: ignore[union-attr]
+        return options
 
     def to_environment(self) -> dict[str, str]:
         """These settings as INCTRL_* variables, e.g. to hand to a subprocess or a Ray runtime_env."""

@@ -71,7 +71,7 @@ class LocalInspectionService:
         )  # fmt: skip
         self.store = ObjectStore.from_settings(self.settings)
         self.registry = DomainRegistry(self.store, self.settings.registry_prefix)
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = KafkaAdminClient(**self.settings.kafka_client_options())
         try:
             partitions = {self.settings.frames_topics[0]: 3, self.settings.results_topic: 1, self.settings.dead_letter_topic: 1}
             admin.create_topics([NewTopic(topic, count, 1) for topic, count in partitions.items()])
@@ -114,7 +114,7 @@ class LocalInspectionService:
 
     def _read_results(self, expected: int, timeout_s: float = 30.0) -> list[bytes]:
         # Counts what it reads: the broker's end-offset report is not trustworthy after batched produces.
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(**self.settings.kafka_client_options(), enable_auto_commit=False)
         try:
             consumer.assign([TopicPartition(self.settings.results_topic, 0)])
             consumer.seek_to_beginning()

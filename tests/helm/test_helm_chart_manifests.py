@@ -21,15 +21,6 @@ SECRET_ENV = {
     "INCTRL_KAFKA_SASL_USERNAME",
     "INCTRL_KAFKA_SASL_PASSWORD",
 }
-# Names the chart sets beyond ServiceSettings' fields: read by `inctrl consume` itself.
-CONSUMER_ONLY_ENV = {
-    "INCTRL_KAFKA_SECURITY_PROTOCOL",
-    "INCTRL_KAFKA_SASL_MECHANISM",
-    "INCTRL_KAFKA_SASL_USERNAME",
-    "INCTRL_KAFKA_SASL_PASSWORD",
-    "INCTRL_SERVE_URL",
-    "INCTRL_METRICS_PORT",
-}
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -176,23 +167,30 @@ def test_sasl_credentials_reach_only_the_consumer(prod_values, render: Callable)
 def test_rendered_environment_is_what_service_settings_reads(
     manifests: list[dict[str, Any]], values_case: tuple[str, dict[str, Any]], default_values: dict[str, Any]
 ) -> None:
-    """Every INCTRL_* name the chart sets is a ServiceSettings field (or a consumer-only name), and
-    the consumer's environment, with its Secrets filled in, loads as ServiceSettings."""
+    """Every INCTRL_* name the chart sets is a ServiceSettings field, and the consumer's environment, with
+    its Secrets filled in, loads as ServiceSettings and gives Kafka clients the chart's security settings."""
     settings_module = pytest.importorskip("services.settings")
     fields = {f"INCTRL_{name.upper()}" for name in settings_module.ServiceSettings.model_fields}
     config = by_kind(manifests, "ConfigMap")[0]["data"]
     (consumer,) = by_kind(manifests, "Deployment")
     container = consumer["spec"]["template"]["spec"]["containers"][0]
     env_names = set(config) | {variable["name"] for variable in container["env"]}
-    assert env_names - fields <= CONSUMER_ONLY_ENV, f"names ServiceSettings does not read: {env_names - fields - CONSUMER_ONLY_ENV}"
+    assert env_names <= fields, f"names ServiceSettings does not read: {env_names - fields}"
     environment = dict(config) | {name: "from-a-secret" for name in env_names & SECRET_ENV}
     loaded = settings_module.ServiceSettings.model_validate(
         {name.removeprefix("INCTRL_").lower(): value for name, value in environment.items() if name in fields}
     )
     kafka = {**default_values["kafka"], **values_case[1].get("kafka", {})}
+    consumer_values = {**default_values["consumer"], **values_case[1].get("consumer", {})}
     assert loaded.frames_topics == kafka["framesTopics"]
     assert loaded.dead_letter_topic == kafka["deadLetterTopic"]
     assert loaded.s3_secret_key.get_secret_value() == "from-a-secret"
+    assert loaded.metrics_port == consumer_values["metricsPort"] and loaded.serve_url.startswith("http://")
+    kafka_options = loaded.kafka_client_options()
+    assert kafka_options["security_protocol"] == kafka["securityProtocol"]
+    if kafka["securityProtocol"].startswith("SASL_"):
+        assert kafka_options["sasl_mechanism"] == kafka["sasl"]["mechanism"]
+        assert kafka_options["sasl_plain_password"] == "from-a-secret"
 
 
 def test_disruption_budgets_and_monitors_select_rendered_pods(render: Callable, prod_values) -> None:

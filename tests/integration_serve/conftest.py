@@ -77,7 +77,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApp]:
-    """Ray (2 CPUs, own temp dir) + the Serve app over a tiny checkpoint; domains alpha and beta registered."""
+    """Ray (8 logical CPUs, own temp dir) + the Serve app over a tiny checkpoint; domains alpha and beta registered."""
     import ray
     from ray import serve
 
@@ -99,7 +99,9 @@ def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPat
     registry.register("alpha", "capsule", [texture(i, stripes=4) for i in range(3)], detector)
     registry.register("beta", "fabric", [texture(10 + i, stripes=9) for i in range(2)], detector, threshold=0.6)
     ray_dir = tempfile.mkdtemp(prefix="inctrl-ray-", dir="/tmp")  # short: Ray's socket paths are length-limited
-    ray.init(num_cpus=2, _temp_dir=ray_dir, include_dashboard=False, log_to_driver=False)
+    # Logical CPUs, not cores: the Serve replicas stay up for the whole session, and later suites that reuse
+    # this Ray (Ray Train's workers and controller) must still find free CPUs or they wait forever.
+    ray.init(num_cpus=8, _temp_dir=ray_dir, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {

@@ -1,0 +1,198 @@
+"""POST /v1/inspect/batch and HttpInspectionClient over real HTTP (uvicorn), with a gateway that scores by pixel means.
+
+The gateway stands in for the Ray Serve ingress only; routes, multipart, wire format, retries and errors are real.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import requests
+import uvicorn
+from PIL import Image
+
+from services.batch_inspection import BatchFrame, BatchInspectionResponse, FrameOutcome
+from services.http_api import InspectionFailed, create_http_app
+from services.http_inspection_client import (
+    HttpInspectionClient,
+    InspectionRequestRejected,
+)
+from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable
+from services.messages import DeadLetterReason, InspectionRequest
+from services.metrics import InspectionMetrics
+from services.result_encoding import ImageDecodeError, decode_image, encode_map_png
+
+SLOW_S = 1.5
+
+
+class MeanGateway:
+    """Scores a frame by its mean brightness; its map is the per-pixel mean over channels."""
+
+    def __init__(self) -> None:
+        self.metrics = InspectionMetrics()
+        self.batches = 0
+
+    async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse:
+        self.batches += 1
+        if any(frame.domain == "slow" for frame in frames):
+            await asyncio.sleep(SLOW_S)
+        if any(frame.domain == "broken-gateway" for frame in frames):
+            raise InspectionFailed("the gateway broke")
+        return BatchInspectionResponse(outcomes=[FrameOutcome.from_outcome(f.frame_id, score(f, i)) for f, i in zip(frames, images)])
+
+    async def health(self) -> dict[str, object]:
+        return {"status": "ok"}
+
+
+def score(frame: BatchFrame, image: bytes) -> InspectionOutcome:
+    if frame.domain == "unknown":
+        return InspectionOutcome.failure(DeadLetterReason.UNKNOWN_DOMAIN, f"domain {frame.domain!r} is not registered")
+    try:
+        pixels = decode_image(image)
+    except ImageDecodeError as error:
+        return InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
+    return InspectionOutcome.success(float(pixels.mean()), pixels.mean(axis=0), 0.5, "mean@1", f"{frame.domain}/v1")
+
+
+def png(seed: int, size: tuple[int, int]) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def frame(domain: str, frame_id: str, image: bytes) -> DecodedFrame:
+    request = InspectionRequest(frame_id=frame_id, domain=domain, line="line-1", timestamp=datetime.now(timezone.utc), image=image)
+    try:
+        pixels = decode_image(image)
+    except ImageDecodeError:
+        pixels = np.zeros((3, 1, 1), np.float32)
+    return DecodedFrame(request=request, image=pixels, encoded=image)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AppServer:
+    """The FastAPI app on a real port, in a background thread."""
+
+    def __init__(self, gateway: MeanGateway, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/"
+        self._server = uvicorn.Server(uvicorn.Config(create_http_app(gateway), host="127.0.0.1", port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def gateway() -> MeanGateway:
+    return MeanGateway()
+
+
+@pytest.fixture
+def app_server(gateway: MeanGateway) -> Iterator[AppServer]:
+    server = AppServer(gateway, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_batch_returns_outcomes_in_order_with_maps_as_stored(app_server: AppServer) -> None:
+    frames = [
+        frame("capsule", "f-0", png(0, (40, 56))),
+        frame("unknown", "f-1", png(1, (32, 32))),
+        frame("capsule", "f-2", b"\x89PNG truncated"),
+        frame("fabric", "f-3", png(3, (24, 72))),
+    ]
+    outcomes = HttpInspectionClient(app_server.url, timeout_s=10)(frames)
+    assert [o.error for o in outcomes] == [None, DeadLetterReason.UNKNOWN_DOMAIN, DeadLetterReason.INFERENCE_ERROR, None]
+    assert "image rejected" in outcomes[2].detail and "'unknown'" in outcomes[1].detail
+    for sent, got in ((frames[0], outcomes[0]), (frames[3], outcomes[3])):
+        expected = score(BatchFrame(domain=sent.request.domain, line="l", frame_id="x"), sent.encoded or b"")
+        assert got.score == pytest.approx(expected.score) and got.threshold == 0.5
+        assert got.reference_version == f"{sent.request.domain}/v1" and got.model_version == "mean@1"
+        assert got.anomaly_map.shape == sent.image.shape[1:]
+        np.testing.assert_allclose(got.anomaly_map, expected.anomaly_map, atol=1 / 131070 + 1e-7)
+        # The consumer writes map.png from the transferred map: identical to one written from the float map.
+        assert encode_map_png(got.anomaly_map) == encode_map_png(expected.anomaly_map)
+
+
+def test_route_refuses_a_manifest_that_does_not_match_the_images(app_server: AppServer) -> None:
+    url = app_server.url + "v1/inspect/batch"
+    manifest = '{"frames": [{"domain": "capsule", "line": "l1", "frame_id": "a"}]}'
+    two_images = [("manifest", (None, manifest, "application/json"))] + [("images", (f"i{i}", png(i, (8, 8)), "image/png")) for i in range(2)]
+    response = requests.post(url, files=two_images, timeout=10)
+    assert response.status_code == 422 and "1 frames but 2 image parts" in response.json()["detail"]
+    bad_name = [("manifest", (None, manifest.replace('"a"', '"../etc"'), "application/json")), two_images[1]]
+    response = requests.post(url, files=bad_name, timeout=10)
+    assert response.status_code == 422 and "frame_id" in response.text
+
+
+def test_a_refused_batch_raises_rejected_with_the_servers_answer(app_server: AppServer) -> None:
+    client = HttpInspectionClient(app_server.url, timeout_s=10, max_attempts=3, initial_backoff_s=0.05)
+    with pytest.raises(InspectionRequestRejected, match="HTTP 500.*the gateway broke"):
+        client([frame("broken-gateway", "f-0", png(0, (8, 8)))])
+
+
+def test_client_retries_until_the_service_comes_up(gateway: MeanGateway) -> None:
+    port = free_port()
+    server = AppServer(gateway, port)
+    starter = threading.Timer(0.8, server.start)
+    starter.start()
+    try:
+        client = HttpInspectionClient(server.url, timeout_s=10, max_attempts=8, initial_backoff_s=0.2, max_backoff_s=0.4)
+        assert not client.reachable()
+        outcomes = client([frame("capsule", "f-0", png(0, (16, 16)))])
+        assert outcomes[0].error is None and gateway.batches == 1
+        assert client.reachable()
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_client_gives_up_with_unavailable_after_bounded_attempts() -> None:
+    client = HttpInspectionClient(f"http://127.0.0.1:{free_port()}", timeout_s=2, max_attempts=3, initial_backoff_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(InspectionUnavailable, match="after 3 attempts: cannot connect"):
+        client([frame("capsule", "f-0", png(0, (8, 8)))])
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_timed_out_batch_is_unavailable_and_not_resent(app_server: AppServer, gateway: MeanGateway) -> None:
+    client = HttpInspectionClient(app_server.url, timeout_s=0.5, max_attempts=4, initial_backoff_s=0.05)
+    with pytest.raises(InspectionUnavailable, match="no answer within 0.5s"):
+        client([frame("slow", "f-0", png(0, (8, 8)))])
+    time.sleep(SLOW_S)
+    assert gateway.batches == 1
+
+
+def test_invalid_detector_output_becomes_a_frame_error_not_a_failed_batch() -> None:
+    broken = InspectionOutcome.success(0.4, np.full((4, 4), np.nan, np.float32), 0.5, "m", "r")
+    wire = FrameOutcome.from_outcome("f-0", broken)
+    assert wire.error is not None and wire.error.code == "inference_error" and "NaN" in wire.error.detail
+    decoded = FrameOutcome.model_validate_json(wire.model_dump_json()).to_outcome()
+    assert decoded.error is DeadLetterReason.INFERENCE_ERROR
+    with pytest.raises(ValueError, match="either score, threshold and map, or an error"):
+        FrameOutcome(frame_id="f-1", score=0.3)
+    short = FrameOutcome(frame_id="f-2", score=0.3, threshold=0.5, map_shape=(4, 4), map_levels="AAAA")
+    with pytest.raises(ValueError, match="map has 3 bytes, expected 32 for 4x4"):
+        short.to_outcome()
