@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from ray import serve
 
@@ -23,6 +22,7 @@ from services.registry import DomainRegistry
 from services.serve_app import InspectionClient, build_app
 from services.settings import ServiceSettings
 from services.stack import LocalStack
+from services.topic_reader import read_topic
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class LocalInspectionService:
             consumer.run(max_frames=len(warmup) + len(frames), idle_timeout_s=60)
             seconds = time.monotonic() - started
         wanted = {frame.frame_id for frame in frames}
-        events = [InspectionResult.from_bytes(value) for value in self._read_results(len(warmup) + len(frames))]
+        events = [InspectionResult.from_bytes(value) for value in read_topic(self.settings.kafka_client_options(), self.settings.results_topic, len(warmup) + len(frames))]
         latest = {event.frame_id: event for event in events if event.frame_id in wanted}
         return StreamRun(results=list(latest.values()), seconds=seconds)
 
@@ -111,21 +111,6 @@ class LocalInspectionService:
         with FrameProducer(self.settings, self.store) as producer:
             for frame in frames:
                 producer.send_image(frame.image, frame.domain, frame.line, frame.frame_id)
-
-    def _read_results(self, expected: int, timeout_s: float = 30.0) -> list[bytes]:
-        # Counts what it reads: the broker's end-offset report is not trustworthy after batched produces.
-        consumer = KafkaConsumer(**self.settings.kafka_client_options(), enable_auto_commit=False)
-        try:
-            consumer.assign([TopicPartition(self.settings.results_topic, 0)])
-            consumer.seek_to_beginning()
-            values: list[bytes] = []
-            deadline = time.monotonic() + timeout_s
-            while len(values) < expected and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=200).values():
-                    values.extend(record.value for record in batch)
-            return values
-        finally:
-            consumer.close()
 
     def __exit__(self, *exc_info: object) -> None:
         if self._own_ray:

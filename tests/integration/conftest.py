@@ -9,19 +9,18 @@ other's messages.
 from __future__ import annotations
 
 import importlib.util
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from services.object_store import ObjectStore
 from services.settings import ServiceSettings
 from services.stack import LocalStack, StackEndpoints
+from services import topic_reader
 
 FRAME_PARTITIONS = 3
 
@@ -103,24 +102,11 @@ def object_store(service_settings: ServiceSettings) -> ObjectStore:
 def read_topic(kafka_bootstrap: str) -> Callable[..., list[bytes]]:
     """read_topic(topic, expected, timeout_s=30) -> message values, read from the beginning of every partition.
 
-    Stops once `expected` messages arrived (or the timeout passed); counts what it reads instead of trusting
-    the broker's end offsets, which Tansu reports wrongly after batched produces.
+    Stops once `expected` messages arrived (or the timeout passed); see services.topic_reader.
     """
 
     def read(topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:
-        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
-        try:
-            partitions = consumer.partitions_for_topic(topic) or {0}
-            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-            consumer.seek_to_beginning()
-            values: list[bytes] = []
-            deadline = time.monotonic() + timeout_s
-            while len(values) < expected and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=200).values():
-                    values.extend(record.value for record in batch)
-            return values
-        finally:
-            consumer.close()
+        return topic_reader.read_topic({"bootstrap_servers": kafka_bootstrap}, topic, expected, timeout_s)
 
     return read
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from model import InCTRLv2, InCTRLv2Config
 from pipelines.datasets import ANOMALOUS, read_dataset
 from pipelines.evaluation import INCTRL, PATCH_NN, ZERO_SHOT_TEXT, EvaluationError, evaluate
-from pipelines.evaluation.harness import MEAN_ROW, METRIC_NAMES
+from pipelines.evaluation.harness import MEAN_ROW
 from pipelines.evaluation.methods import available_methods
 from pipelines.train_commands import app
 
