@@ -33,5 +33,6 @@ def choose_detector(name: str | None) -> tuple[InCTRLv2, str]:
     except WeightsUnavailableError as error:
         logger.warning("CLIP weights unavailable, using EfficientNet-Lite0", extra={"error": str(error)})
         detector = InCTRLv2(backbone_config("efficientnet-lite0"))
-        return detector, f"{DEFAULT_BACKBONE} weights unavailable ({error}); {IMAGE_ONLY_NOTE}"
+        reason = str(error).split(". ")[0]
+        return detector, f"{DEFAULT_BACKBONE} weights unavailable ({reason}); using EfficientNet-Lite0. {IMAGE_ONLY_NOTE}"
     return detector, f"backbone {detector.backbone_id} (the paper's CLIP)"
