@@ -43,7 +43,10 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path
-    synth: SynthSpec = Field(default_factory=SynthSpec)
+    synth: SynthSpec = Field(default_factory=SynthSpec, description="Synthetic data of the evaluation domains.")
+    train_synth: SynthSpec | None = Field(
+        None, description="Synthetic data of the training domains (more is free); None = the same as `synth`."
+    )
     train_domains: list[str]
     eval_domains: list[str]
     shots: list[int] = [1, 2, 4]
@@ -87,10 +90,12 @@ def run_quality(config: QualityConfig) -> Path:
     started = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = config.out.resolve() / stamp
-    data_root = out / "synth"
-    spec = config.synth
-    generate(data_root, seed=spec.seed, domains=config.train_domains + config.eval_domains, n_train=spec.n_train,
-             n_test_good=spec.n_test_good, n_test_defect=spec.n_test_defect, size=spec.size)
+    data_root, train_root = out / "synth", out / "synth-train"
+    spec, train_spec = config.synth, config.train_synth or config.synth
+    # Two folders so that the training counts never change an evaluation image (each image has its own stream).
+    for root, domains, counts in ((train_root, config.train_domains, train_spec), (data_root, config.eval_domains, spec)):
+        generate(root, seed=counts.seed, domains=domains, n_train=counts.n_train, n_test_good=counts.n_test_good,
+                 n_test_defect=counts.n_test_defect, size=counts.size)
     reports: dict[str, EvaluationReport] = {}
     timings: dict[str, float] = {}
     for run in config.runs:
@@ -98,7 +103,7 @@ def run_quality(config: QualityConfig) -> Path:
         train_config = TrainConfig.model_validate(
             run.train
             | {
-                "data": TrainData(dataset="mvtec", root=data_root, categories=config.train_domains),
+                "data": TrainData(dataset="mvtec", root=train_root, categories=config.train_domains),
                 "output": str(out / "runs"),
                 "run_name": run.name,
                 "cache_dir": None,
@@ -120,7 +125,8 @@ def run_quality(config: QualityConfig) -> Path:
             "# Quality run: unseen synthetic domains",
             "",
             f"- trained on: {config.train_domains}; evaluated on (never seen in training): {config.eval_domains}",
-            f"- synthetic data: {spec.model_dump()}; K = {config.shots}; prompt seeds: {config.seeds}",
+            f"- synthetic data: evaluation {spec.model_dump()}, training {train_spec.model_dump()}",
+            f"- K = {config.shots}; prompt seeds: {config.seeds}",
             "- values: percent, mean over the unseen domains, ± std over prompt seeds",
             *[f"- {name}: {seconds:.0f} s (train + evaluate)" for name, seconds in timings.items()],
             *[f"- note: {note}" for note in notes],
