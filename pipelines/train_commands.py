@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +10,6 @@ import typer
 from model import InCTRLv2Config
 
 app = typer.Typer(no_args_is_help=True)
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _integers(values: list[str], option: str) -> tuple[int, ...]:
@@ -30,7 +25,6 @@ def train(config: Annotated[Path, typer.Option("--config", help="Training config
     """Train the InCTRLv2 heads on Ray Train (frozen backbone)."""
     from pipelines.training import TrainConfigError, TrainingDataError, TrainingError, load_train_config, run_training
 
-    _configure_logging()
     try:
         result = run_training(load_train_config(config))
     except (TrainConfigError, TrainingDataError, TrainingError, ValueError) as exc:
@@ -59,7 +53,6 @@ def evaluate(
     """Evaluate a checkpoint and the training-free baselines on the same prompts."""
     from pipelines.evaluation import EvaluationRequest, run_evaluation, summary_table
 
-    _configure_logging()
     trained = checkpoint.lower() != "none"
     try:
         request = EvaluationRequest(
@@ -89,7 +82,6 @@ def quality(config: Annotated[Path, typer.Option("--config", help="Quality-run c
     """Train on some synthetic domains, evaluate on unseen ones, compare with the training-free baselines."""
     from pipelines.evaluation.quality import load_quality_config, run_quality
 
-    _configure_logging()
     try:
         path = run_quality(load_quality_config(config))
     except ValueError as exc:
@@ -97,7 +89,3 @@ def quality(config: Annotated[Path, typer.Option("--config", help="Quality-run c
         raise typer.Exit(2) from exc
     typer.echo(path.read_text())
     typer.echo(f"written to {path}")
-
-
-if __name__ == "__main__":
-    app()
