@@ -3,6 +3,10 @@
 Delivery is at-least-once: offsets of a micro-batch are committed only after every frame of it has its
 result objects written and its result event (or dead letter) acknowledged by the broker. Object keys are
 deterministic, so a replay after a crash overwrites instead of duplicating.
+
+Micro-batches are pipelined: while one is being inspected, the previous one is written to the object
+store, and the next one is polled, up to max_in_flight frames. Batches are finished (events published,
+offsets committed) strictly in poll order, so a commit never covers a frame that is not yet stored.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -78,17 +82,38 @@ class ConsumerStats:
 
 
 class _GroupMembership(ConsumerRebalanceListener):
-    """Tracks whether the consumer currently holds a completed group assignment (possibly empty)."""
+    """Tracks whether the consumer currently holds a completed group assignment (possibly empty).
 
-    def __init__(self) -> None:
+    Before partitions are given up, `before_revoke` finishes the batches in flight so their offsets are
+    committed by this member instead of being replayed by the next owner.
+    """
+
+    def __init__(self, before_revoke: Callable[[], None]) -> None:
         self.joined = threading.Event()
+        self._before_revoke = before_revoke
 
     def on_partitions_revoked(self, revoked: object) -> None:
         self.joined.clear()
+        self._before_revoke()
 
     def on_partitions_assigned(self, assigned: object) -> None:
         # Called after every completed join, also with no partitions: an idle member is still healthy.
         self.joined.set()
+
+
+@dataclass(frozen=True)
+class _BatchHandled:
+    """A micro-batch with its objects written: what is left to publish before its offsets are committed."""
+
+    results: list[InspectionResult]
+    dead: list[DeadLetter]
+
+
+@dataclass(frozen=True)
+class _InFlightBatch:
+    records: Sequence[ConsumerRecord]
+    polled_at: float
+    handled: Future[_BatchHandled]
 
 
 class _Rejected(Exception):
@@ -135,7 +160,7 @@ class FrameConsumer:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_records=min(settings.max_poll_records, settings.max_in_flight),
         )
-        self._membership = _GroupMembership()
+        self._membership = _GroupMembership(before_revoke=self._finish_in_flight)
         self._consumer.subscribe(settings.frames_topics, listener=self._membership)
         self._producer = KafkaProducer(
             **connection,
@@ -145,6 +170,13 @@ class FrameConsumer:
             max_request_size=settings.max_message_bytes,
         )
         self._workers = ThreadPoolExecutor(settings.s3_write_concurrency, thread_name_prefix="frame-io")
+        batch_cap = min(settings.max_poll_records, settings.max_in_flight)
+        # One thread per micro-batch that max_in_flight lets be in flight at once (at least two, so that
+        # one batch is inspected while the one before it is stored).
+        self._pipeline = ThreadPoolExecutor(
+            max(2, -(-settings.max_in_flight // batch_cap)), thread_name_prefix="frame-batch"
+        )
+        self._in_flight: deque[_InFlightBatch] = deque()
         self._stop = threading.Event()
         self._closed = False
         self._last_poll_at = time.monotonic()
@@ -169,6 +201,7 @@ class FrameConsumer:
         if self._closed:
             return
         self._closed = True
+        self._pipeline.shutdown(wait=True)
         self._workers.shutdown(wait=True)
         self._producer.flush()
         self._producer.close()
@@ -192,31 +225,90 @@ class FrameConsumer:
             self.close()
 
     def run(self, max_frames: int | None = None, idle_timeout_s: float | None = None) -> ConsumerStats:
-        """Consume until stop(), until max_frames frames are handled, or until no record came for idle_timeout_s."""
+        """Consume until stop(), until max_frames frames are handled, or until no record came for idle_timeout_s.
+
+        Batches still in flight when the loop ends are finished (stored, published, committed) first.
+        """
         batch_cap = min(self._settings.max_poll_records, self._settings.max_in_flight)
         idle_since = time.monotonic()
         replay_backoff = _REPLAY_BACKOFF_S
         while not self._stop.is_set():
-            if max_frames is not None and self.stats.handled >= max_frames:
-                break
-            limit = batch_cap if max_frames is None else min(batch_cap, max_frames - self.stats.handled)
-            polled = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms, max_records=limit)
-            self._last_poll_at = time.monotonic()
-            records = [record for batch in polled.values() for record in batch]
-            if records:
-                try:
-                    self.process_batch(records)
-                except InspectionUnavailable as error:
-                    self._rewind(records, error)
-                    self._stop.wait(replay_backoff)
-                    replay_backoff = min(2 * replay_backoff, _REPLAY_BACKOFF_MAX_S)
+            finished_before = self.stats.batches
+            try:
+                self._finish_ready_batches()
+                in_flight = self._frames_in_flight()
+                room = min(batch_cap, self._settings.max_in_flight - in_flight)
+                if max_frames is not None:
+                    room = min(room, max_frames - self.stats.handled - in_flight)
+                if room <= 0 and not self._in_flight:
+                    break  # max_frames handled
+                if room <= 0:
+                    self._finish_oldest_batch()
                     continue
+                # With batches in flight, take only records already fetched: waiting here would delay their commit.
+                timeout_ms = 0 if self._in_flight else self._settings.poll_timeout_ms
+                polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=room)
+                self._last_poll_at = time.monotonic()
+                records = [record for batch in polled.values() for record in batch]
+                if records:
+                    self._start_batch(records)
+                    idle_since = time.monotonic()
+                elif self._in_flight:
+                    self._finish_oldest_batch()
+                elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                    break
+            except InspectionUnavailable:
+                self._stop.wait(replay_backoff)
+                replay_backoff = min(2 * replay_backoff, _REPLAY_BACKOFF_MAX_S)
+                continue
+            if self.stats.batches > finished_before:
                 replay_backoff = _REPLAY_BACKOFF_S
-                idle_since = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
-                break
+        self._finish_in_flight()
         logger.info("frame consumer loop ended", extra=self.stats.log_fields())
         return self.stats
+
+    def _frames_in_flight(self) -> int:
+        return sum(len(batch.records) for batch in self._in_flight)
+
+    def _start_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        polled_at = time.monotonic()
+        self.stats.polled += len(records)
+        self.metrics.consumed.inc(len(records))
+        handled = self._pipeline.submit(self._inspect_and_store, records, polled_at)
+        self._in_flight.append(_InFlightBatch(records, polled_at, handled))
+
+    def _finish_ready_batches(self) -> None:
+        while self._in_flight and self._in_flight[0].handled.done():
+            self._finish_oldest_batch()
+
+    def _finish_oldest_batch(self) -> None:
+        """Wait for the oldest batch, publish its events and commit it.
+
+        When the inspection service was unreachable for it, every later batch is abandoned too (its objects
+        may be written; nothing of it is published or committed), all of them are rewound for replay, and
+        InspectionUnavailable is raised.
+        """
+        batch = self._in_flight.popleft()
+        try:
+            handled = batch.handled.result()
+        except InspectionUnavailable as error:
+            abandoned = [batch, *self._in_flight]
+            self._in_flight.clear()
+            for later in abandoned[1:]:
+                later.handled.exception()  # wait: its threads must be done before the replay starts
+            self._rewind([record for item in abandoned for record in item.records], error)
+            raise
+        self._publish(handled.results, handled.dead)
+        self._commit(batch.records)
+        self._record_batch(batch, handled)
+
+    def _finish_in_flight(self) -> None:
+        """Finish every batch in flight; an unreachable inspection service leaves the rest uncommitted."""
+        try:
+            while self._in_flight:
+                self._finish_oldest_batch()
+        except InspectionUnavailable:
+            logger.warning("batches left uncommitted for replay", extra=self.stats.log_fields())
 
     def _rewind(self, records: Sequence[ConsumerRecord], error: InspectionUnavailable) -> None:
         """Seek back to the batch's first offsets so the next polls deliver it again (nothing committed)."""
@@ -238,14 +330,17 @@ class FrameConsumer:
 
     # -- one micro-batch --------------------------------------------------------------------------------
     def process_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        """Handle polled records end to end and commit their offsets.
+        """Handle polled records end to end and commit their offsets (no pipelining; for one-off batches).
 
         Raises InspectionUnavailable, before anything is written or committed, when the inspect callable
-        cannot reach its service; run() then rewinds and replays the batch.
+        cannot reach its service; the batch is then rewound for replay.
         """
-        polled_at = time.monotonic()
-        self.stats.polled += len(records)
-        self.metrics.consumed.inc(len(records))
+        self._start_batch(records)
+        while self._in_flight:
+            self._finish_oldest_batch()
+
+    def _inspect_and_store(self, records: Sequence[ConsumerRecord], polled_at: float) -> _BatchHandled:
+        """Decode, inspect and write the objects of one batch (runs on a pipeline thread)."""
         decoded = list(self._workers.map(self._decode, records))
         frames = [(record, item) for record, item in zip(records, decoded) if isinstance(item, DecodedFrame)]
         dead = [
@@ -259,8 +354,10 @@ class FrameConsumer:
         )
         results = [item for item in stored if isinstance(item, InspectionResult)]
         dead += [item for item in stored if isinstance(item, DeadLetter)]
-        self._publish(results, dead)
-        self._commit(records)
+        return _BatchHandled(results, dead)
+
+    def _record_batch(self, batch: _InFlightBatch, handled: _BatchHandled) -> None:
+        results, dead = handled.results, handled.dead
         self.stats.batches += 1
         self.stats.results += len(results)
         self.stats.dead_letters.update(letter.reason.value for letter in dead)
@@ -268,12 +365,12 @@ class FrameConsumer:
             self.metrics.results.labels(verdict=result.verdict.value).inc()
         for letter in dead:
             self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
-        self.metrics.batch_size.observe(len(records))
-        self.metrics.batch_latency.observe(time.monotonic() - polled_at)
+        self.metrics.batch_size.observe(len(batch.records))
+        self.metrics.batch_latency.observe(time.monotonic() - batch.polled_at)
         logger.info(
             "batch done",
-            extra={"batch_size": len(records), "batch_results": len(results), "batch_dead_letters": len(dead),
-                   "batch_ms": round(1000 * (time.monotonic() - polled_at), 1), **self.stats.log_fields()},
+            extra={"batch_size": len(batch.records), "batch_results": len(results), "batch_dead_letters": len(dead),
+                   "batch_ms": round(1000 * (time.monotonic() - batch.polled_at), 1), **self.stats.log_fields()},
         )  # fmt: skip
 
     def _decode(self, record: ConsumerRecord) -> DecodedFrame | _Rejected:

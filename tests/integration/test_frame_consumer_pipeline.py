@@ -1,0 +1,91 @@
+"""Pipelined micro-batches on the real broker and S3: overlap within max_in_flight, in-order finishing."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.ingest import FrameConsumer
+from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable
+from services.messages import InspectionResult
+from services.object_store import ObjectStore
+from services.producer import FrameProducer
+from services.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def _png(seed: int) -> bytes:
+    pixels = np.clip(128 + np.random.default_rng(seed).normal(0, 2, (32, 32, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _send(settings: ServiceSettings, store: ObjectStore, count: int) -> list[str]:
+    with FrameProducer(settings, store) as producer:
+        return [producer.send_image(_png(i), "washer", "line-1", f"f-{i}", timestamp=NOW).frame_id for i in range(count)]
+
+
+def test_batches_are_inspected_concurrently_up_to_max_in_flight(
+    service_settings: ServiceSettings,
+    object_store: ObjectStore,
+    statistics_inspector: ModuleType,
+    read_topic: Callable[..., list[bytes]],
+) -> None:
+    settings = service_settings.model_copy(update={"max_poll_records": 3, "max_in_flight": 6})
+    sent = _send(settings, object_store, 12)
+    active, most_active, lock = 0, 0, threading.Lock()
+
+    def slow_inspect(frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
+        nonlocal active, most_active
+        with lock:
+            active += 1
+            most_active = max(most_active, active)
+        time.sleep(0.3)
+        with lock:
+            active -= 1
+        return statistics_inspector.inspect_by_statistics(frames)
+
+    with FrameConsumer(settings, slow_inspect, object_store) as consumer:
+        stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
+    assert most_active == 2  # two batches of 3 fill max_in_flight=6; never more
+    assert stats.results == len(sent) and stats.commits == stats.batches
+    events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(sent))]
+    assert sorted(event.frame_id for event in events) == sorted(sent)
+
+
+def test_a_failed_batch_abandons_the_later_ones_and_all_are_replayed_once(
+    service_settings: ServiceSettings,
+    object_store: ObjectStore,
+    statistics_inspector: ModuleType,
+    read_topic: Callable[..., list[bytes]],
+) -> None:
+    settings = service_settings.model_copy(update={"max_poll_records": 3, "max_in_flight": 6})
+    sent = _send(settings, object_store, 9)
+    failed = threading.Event()
+
+    def first_call_unavailable(frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
+        if not failed.is_set():
+            failed.set()
+            time.sleep(0.3)  # the batch polled after it finishes first and must wait, then be abandoned
+            raise InspectionUnavailable("serve is restarting")
+        return statistics_inspector.inspect_by_statistics(frames)
+
+    with FrameConsumer(settings, first_call_unavailable, object_store) as consumer:
+        stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
+    assert stats.replays == 1 and stats.results == len(sent)
+    events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(sent) + 3, 5.0)]
+    # Nothing of an abandoned batch was published before its replay: one event per frame, no duplicates.
+    assert Counter(event.frame_id for event in events) == Counter(sent)
