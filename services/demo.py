@@ -129,7 +129,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         frames_per_s=run.frames_per_s,
         latency_p50_ms=latencies[len(latencies) // 2], latency_p95_ms=latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
         results_location=f"s3://{service.settings.results_bucket}/results/<domain>/<line>/<date>/<frame>/ on {service.settings.s3_endpoint}; "
-        f"events on Kafka topic {service.settings.results_topic}",
+        f"events on Kafka topic {service.settings.results_topic}; the data stays under {work / 'stack'} "
+        f"(INCTRL_STACK_ROOT={work / 'stack'} deploy/stack.sh up serves it again)",
         http_url=http_url, domains=per_domain, seconds=time.monotonic() - started,
     )  # fmt: skip
 
