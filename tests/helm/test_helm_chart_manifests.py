@@ -167,15 +167,22 @@ def test_sasl_credentials_reach_only_the_consumer(prod_values, render: Callable)
 def test_rendered_environment_is_what_service_settings_reads(
     manifests: list[dict[str, Any]], values_case: tuple[str, dict[str, Any]], default_values: dict[str, Any]
 ) -> None:
-    """Every INCTRL_* name the chart sets is a ServiceSettings field, and the consumer's environment, with
-    its Secrets filled in, loads as ServiceSettings and gives Kafka clients the chart's security settings."""
+    """Every INCTRL_* name the chart sets is a ServiceSettings or ServingSettings field, and the consumer's
+    environment, with its Secrets filled in, loads as ServiceSettings and gives Kafka clients the chart's
+    security settings."""
     settings_module = pytest.importorskip("services.settings")
+    serving_module = pytest.importorskip("services.serving.serving_settings")
     fields = {f"INCTRL_{name.upper()}" for name in settings_module.ServiceSettings.model_fields}
+    serving_fields = {f"INCTRL_{name.upper()}" for name in serving_module.ServingSettings.model_fields}
     config = by_kind(manifests, "ConfigMap")[0]["data"]
     (consumer,) = by_kind(manifests, "Deployment")
     container = consumer["spec"]["template"]["spec"]["containers"][0]
     env_names = set(config) | {variable["name"] for variable in container["env"]}
-    assert env_names <= fields, f"names ServiceSettings does not read: {env_names - fields}"
+    assert env_names <= fields | serving_fields, f"names no settings model reads: {env_names - fields - serving_fields}"
+    assert {"INCTRL_BANK_CACHE_SIZE", "INCTRL_BANK_RECHECK_S"} <= set(config)
+    serving_module.ServingSettings.model_validate(
+        {name.removeprefix("INCTRL_").lower(): config[name] for name in serving_fields & set(config)}
+    )
     environment = dict(config) | {name: "from-a-secret" for name in env_names & SECRET_ENV}
     loaded = settings_module.ServiceSettings.model_validate(
         {name.removeprefix("INCTRL_").lower(): value for name, value in environment.items() if name in fields}
