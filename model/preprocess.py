@@ -69,6 +69,8 @@ def restore_geometry(maps: torch.Tensor, height: int, width: int) -> torch.Tenso
     The crop covers the central min(h, w) square of the original; the cropped-away margins take the
     nearest map value (replicate), as nothing was seen there.
     """
+    if maps.shape[-2:] == (height, width):
+        return maps
     side = min(height, width)
     x = F.interpolate(maps[:, None], size=(side, side), mode="bilinear", align_corners=False)
     top, left = (height - side) // 2, (width - side) // 2
