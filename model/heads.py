@@ -53,6 +53,24 @@ class PatchAdapter(nn.Module):
             dim=1,
         )
 
+    def cosine_to(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """cos(phi_l(F^l), t_c): patches (B, L, N, W), unit text rows (B, C, E) -> (B, L, N, C).
+
+        Narrow features (W < E, e.g. EfficientNet) never materialise the projection y = A x + b:
+        y.t = x.(A^T t) + b.t and |y|^2 = x^T (A^T A) x + 2 (A^T b).x + |b|^2, so a token costs W^2, not W E.
+        """
+        cosines = []
+        for i, (norm, proj) in enumerate(zip(self.norms, self.projections)):
+            x = norm(patches[:, i])  # (B, N, W)
+            weight, bias = proj.weight, proj.bias  # (E, W), (E,)
+            if x.shape[-1] < weight.shape[0]:
+                dots = torch.einsum("bnw,bcw->bnc", x, text @ weight) + (text @ bias)[:, None, :]
+                squared = ((x @ (weight.T @ weight)) * x).sum(-1) + 2 * x @ (weight.T @ bias) + bias @ bias
+                cosines.append(dots / squared.clamp_min(1e-24).sqrt()[..., None])
+            else:
+                cosines.append(torch.einsum("bne,bce->bnc", F.normalize(proj(x), dim=-1), text))
+        return torch.stack(cosines, dim=1)
+
 
 def text_softmax_maps(
     adapter: PatchAdapter, patches: torch.Tensor, text: torch.Tensor, temperature: float
@@ -61,8 +79,7 @@ def text_softmax_maps(
 
     text (B or 1, 2, E): rows F_n, F_a, L2-normalised.
     """
-    projected = F.normalize(adapter(patches), dim=-1)  # (B, L, N, E)
-    logits = torch.einsum("blne,bce->blnc", projected, text.expand(patches.shape[0], -1, -1)) / temperature
+    logits = adapter.cosine_to(patches, text.expand(patches.shape[0], -1, -1)) / temperature  # (B, L, N, 2)
     probs = logits.softmax(dim=-1).mean(dim=1)  # (B, N, 2)
     return probs[..., 0], probs[..., 1]
 

@@ -237,3 +237,17 @@ def test_dice_loss_by_hand() -> None:
     assert dice_loss(probs[1:], masks[1:]).item() == pytest.approx(2 / 3)
     assert dice_loss(probs, masks).item() == pytest.approx((0.25 + 2 / 3) / 2)
     assert dice_loss(masks[:1], masks[:1]).item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("patch_dim, embed_dim", [(6, 24), (24, 6)], ids=["narrow-gram-path", "wide-direct-path"])
+def test_patch_adapter_cosines_equal_the_projected_cosines(patch_dim: int, embed_dim: int) -> None:
+    """Both ways of computing cos(phi(F), t) in PatchAdapter.cosine_to give the textbook value."""
+    torch.manual_seed(0)
+    adapter = PatchAdapter(num_layers=2, patch_dim=patch_dim, embed_dim=embed_dim)
+    for proj in adapter.projections:
+        torch.nn.init.normal_(proj.bias)
+    patches = torch.randn(3, 2, 5, patch_dim) * 4 + 1
+    text = torch.nn.functional.normalize(torch.randn(3, 2, embed_dim), dim=-1)
+    projected = torch.nn.functional.normalize(adapter(patches), dim=-1)  # (B, L, N, E)
+    expected = torch.einsum("blne,bce->blnc", projected, text)
+    assert torch.allclose(adapter.cosine_to(patches, text), expected, atol=1e-5)
