@@ -32,6 +32,7 @@ DEFAULT_KAFKA_PORT = 19092
 DEFAULT_S3_PORT = 18333
 # SeaweedFS serves gRPC on every HTTP port + 10000; both must be free.
 _GRPC_OFFSET = 10000
+_PORT_ATTEMPTS = 3
 _WEED_PORT_ROLES = ("s3", "master", "volume", "filer", "admin")
 # Off SeaweedFS's own defaults so a developer's separate SeaweedFS does not collide with ours.
 _WEED_DEFAULT_PORTS = {"s3": DEFAULT_S3_PORT, "master": 19433, "volume": 19440, "filer": 18988, "admin": 13746}
@@ -213,11 +214,25 @@ class LocalStack:
         )
 
     def start(self) -> StackEndpoints:
-        """Start whatever is not already running (S3 first, the broker may store into it) and wait for both."""
-        self._state = self._load_state() or self._choose_ports()
-        self._path("stack.json").write_text(self._state.model_dump_json())
-        self.start_s3()
-        self.start_kafka()
+        """Start whatever is not already running (S3 first, the broker may store into it) and wait for both.
+
+        Freshly chosen ports can be taken by another process before the servers bind them; then the
+        servers exit at once and the stack retries on new ports. Saved ports (a restart) are kept.
+        """
+        saved = self._load_state()
+        attempts = 1 if saved else _PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self._state = saved or self._choose_ports()
+            self._path("stack.json").write_text(self._state.model_dump_json())
+            try:
+                self.start_s3()
+                self.start_kafka()
+                break
+            except StackError:
+                if attempt == attempts:
+                    raise
+                logger.warning("local stack did not start, retrying on new ports", extra={"attempt": attempt})
+                self.stop()
         endpoints = self.endpoints
         self._path("stack.env").write_text(
             "".join(f"export {name}={value}\n" for name, value in endpoints.environment().items())

@@ -83,3 +83,33 @@ def test_stack_script_up_status_down(tmp_path: Path) -> None:
         assert script("down").returncode == 0
     assert script("status").returncode == 3
     assert script("bogus").returncode == 2
+
+
+def test_stack_retries_on_new_ports_when_a_chosen_port_is_taken_before_binding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race between choosing a free port and the server binding it: the first choice is stolen."""
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", 0))
+    thief.listen()
+    stolen = thief.getsockname()[1]
+    stack = LocalStack(tmp_path / "stack")
+    choose = stack._choose_ports
+    choices = []
+
+    def choose_then_steal():
+        state = choose()
+        if not choices:
+            state = state.model_copy(update={"weed_ports": {**state.weed_ports, "filer": stolen}})
+        choices.append(state)
+        return state
+
+    monkeypatch.setattr(stack, "_choose_ports", choose_then_steal)
+    try:
+        endpoints = stack.start()
+        assert len(choices) == 2 and choices[1].weed_ports["filer"] != stolen
+        assert stack.status() == {"kafka": True, "s3": True}
+        assert endpoints.s3_endpoint.endswith(f":{choices[1].weed_ports['s3']}")
+    finally:
+        stack.stop()
+        thief.close()
