@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.inspection import InspectionOutcome
+from services.inspection import InspectionOutcome, Rejected, Retryable, Scored
 from services.messages import NAME_PATTERN, DeadLetterReason
 from services.result_encoding import dequantise_map, quantise_map
 from services.result_writer import InvalidOutcomeError, checked_map
@@ -49,7 +49,7 @@ class FrameError(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    code: Literal["unknown_domain", "inference_error"]
+    code: Literal["unknown_domain", "inference_error", "retryable"]
     detail: str
 
 
@@ -78,8 +78,10 @@ class FrameOutcome(BaseModel):
     @classmethod
     def from_outcome(cls, frame_id: str, outcome: InspectionOutcome) -> FrameOutcome:
         """Encode an engine outcome for the wire; an unpublishable score or map becomes an inference_error."""
-        if outcome.error is not None:
-            return cls(frame_id=frame_id, error=FrameError(code=outcome.error.value, detail=outcome.detail))
+        if isinstance(outcome, Rejected):
+            return cls(frame_id=frame_id, error=FrameError(code=outcome.reason.value, detail=outcome.detail))
+        if isinstance(outcome, Retryable):
+            return cls(frame_id=frame_id, error=FrameError(code="retryable", detail=outcome.detail))
         try:
             anomaly_map, _ = checked_map(outcome)
         except InvalidOutcomeError as error:
@@ -99,13 +101,15 @@ class FrameOutcome(BaseModel):
     def to_outcome(self) -> InspectionOutcome:
         """Decode into what the consumer writes; raises ValueError when the map does not fit its shape."""
         if self.error is not None:
-            return InspectionOutcome.failure(DeadLetterReason(self.error.code), self.error.detail)
+            if self.error.code == "retryable":
+                return Retryable(self.error.detail)
+            return Rejected(DeadLetterReason(self.error.code), self.error.detail)
         height, width = self.map_shape  # type: ignore[misc]
         raw = base64.b64decode(self.map_levels or "", validate=True)
         if len(raw) != 2 * height * width:
             raise ValueError(f"frame {self.frame_id}: map has {len(raw)} bytes, expected {2 * height * width} for {height}x{width}")
         levels = np.frombuffer(raw, dtype="<u2").reshape(height, width)
-        return InspectionOutcome.success(
+        return Scored(
             score=float(self.score),  # type: ignore[arg-type]
             anomaly_map=dequantise_map(levels),
             threshold=float(self.threshold),  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ from services.result_encoding import (
     ImageTooLarge,
     decode_image,
 )
-from services.inspection import DecodedFrame, InspectFn, InspectionOutcome, InspectionUnavailable
+from services.inspection import DecodedFrame, InspectFn, InspectionOutcome, InspectionUnavailable, Rejected, Retryable
 from services.metrics import ConsumerMetrics
 from services.result_writer import InvalidOutcomeError, write_result
 from services.settings import ServiceSettings
@@ -418,20 +418,21 @@ class FrameConsumer:
             raise
         except Exception as error:  # the detector's failure must not stop the stream
             logger.exception("inspect callable failed", extra={"frames": len(frames)})
-            return [InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")] * len(
-                frames
-            )
+            return [Rejected(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")] * len(frames)
         if len(outcomes) != len(frames):
             detail = f"inspect returned {len(outcomes)} outcomes for {len(frames)} frames"
-            return [InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, detail)] * len(frames)
+            return [Rejected(DeadLetterReason.INFERENCE_ERROR, detail)] * len(frames)
         return outcomes
 
     def _store_result(
         self, pair: tuple[ConsumerRecord, DecodedFrame], outcome: InspectionOutcome, polled_at: float
     ) -> InspectionResult | DeadLetter:
         record, frame = pair
-        if outcome.error is not None:
-            return self._dead_letter(record, outcome.error, outcome.detail)
+        if isinstance(outcome, Rejected):
+            return self._dead_letter(record, outcome.reason, outcome.detail)
+        if isinstance(outcome, Retryable):
+            # Until the consumer retries single frames, a frame-level infrastructure failure replays the batch.
+            raise InspectionUnavailable(f"frame {frame.request.frame_id}: {outcome.detail}")
         try:
             return write_result(
                 frame.request, frame.image, outcome, polled_at, self._settings.results_bucket, self._store,

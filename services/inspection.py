@@ -1,4 +1,15 @@
-"""What the streaming layer hands the detector and what it gets back, independent of how it is served."""
+"""What the streaming layer hands the detector and what it gets back, independent of how it is served.
+
+An inspection of one frame ends in exactly one of three outcomes (DESIGN.md, failure taxonomy):
+
+    Scored     a score and a map: the frame gets a result
+    Rejected   the frame's (or its domain's) fault: final, dead-lettered with the reason
+    Retryable  infrastructure trouble for this frame only (a replica died, a timeout, overload): nobody's
+               input fault; the consumer tries again and dead-letters it alone only after its attempt limit
+
+InspectionUnavailable, raised instead of returning outcomes, means the whole call could not reach the
+service: nothing of the batch is committed and it is replayed.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -8,7 +19,7 @@ import numpy as np
 
 from services.messages import DeadLetterReason, InspectionRequest
 
-_INSPECTION_FAILURES = {DeadLetterReason.INFERENCE_ERROR, DeadLetterReason.UNKNOWN_DOMAIN}
+_INSPECTION_REJECTIONS = {DeadLetterReason.INFERENCE_ERROR, DeadLetterReason.UNKNOWN_DOMAIN}
 
 
 class InspectionUnavailable(RuntimeError):
@@ -29,37 +40,35 @@ class DecodedFrame:
 
 
 @dataclass(frozen=True)
-class InspectionOutcome:
-    """What the detector says about one frame: a score and map, or why it could not score it."""
+class Scored:
+    """A scored frame; map_threshold (pixel level) defaults to the image threshold."""
 
-    score: float | None = None
-    anomaly_map: np.ndarray | None = None
-    threshold: float | None = None
-    model_version: str = ""
-    reference_version: str = ""
+    score: float
+    anomaly_map: np.ndarray
+    threshold: float
+    model_version: str
+    reference_version: str
     map_threshold: float | None = None
-    error: DeadLetterReason | None = None
-    detail: str = ""
-
-    @classmethod
-    def success(
-        cls,
-        score: float,
-        anomaly_map: np.ndarray,
-        threshold: float,
-        model_version: str,
-        reference_version: str,
-        map_threshold: float | None = None,
-    ) -> InspectionOutcome:
-        """A scored frame; map_threshold (pixel level) defaults to the image threshold."""
-        return cls(score, anomaly_map, threshold, model_version, reference_version, map_threshold)
-
-    @classmethod
-    def failure(cls, reason: DeadLetterReason, detail: str) -> InspectionOutcome:
-        """A frame the detector refused: reason is inference_error or unknown_domain."""
-        if reason not in _INSPECTION_FAILURES:
-            raise ValueError(f"an inspection can only fail with {sorted(_INSPECTION_FAILURES)}, not {reason}")
-        return cls(error=reason, detail=detail)
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A frame the detector refused for a reason of its own (bad image, unknown or broken domain): final."""
+
+    reason: DeadLetterReason
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.reason not in _INSPECTION_REJECTIONS:
+            raise ValueError(f"an inspection can only be rejected with {sorted(_INSPECTION_REJECTIONS)}, not {self.reason}")
+
+
+@dataclass(frozen=True)
+class Retryable:
+    """The frame could not be scored this time for a reason that is not its own; try it again."""
+
+    detail: str
+
+
+InspectionOutcome = Scored | Rejected | Retryable
 InspectFn = Callable[[Sequence[DecodedFrame]], Sequence[InspectionOutcome]]

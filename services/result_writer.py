@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from services.inspection import InspectionOutcome
+from services.inspection import Scored
 from services.messages import InspectionRequest, InspectionResult, MapStatistics, verdict_for
 from services.object_store import ObjectStore, result_keys
 from services.result_encoding import encode_map_png, render_overlay_jpeg, validate_anomaly_map
@@ -19,10 +19,8 @@ class InvalidOutcomeError(ValueError):
     """The detector returned a score or map that cannot be published."""
 
 
-def checked_map(outcome: InspectionOutcome) -> tuple[np.ndarray, MapStatistics]:
-    """Validate a successful outcome; its map and the map statistics of the result event."""
-    if outcome.score is None or outcome.anomaly_map is None or outcome.threshold is None:
-        raise InvalidOutcomeError("a successful outcome needs score, anomaly_map and threshold")
+def checked_map(outcome: Scored) -> tuple[np.ndarray, MapStatistics]:
+    """Validate a scored outcome; its map and the map statistics of the result event."""
     if not math.isfinite(outcome.score) or not 0.0 <= outcome.score <= 1.0:
         raise InvalidOutcomeError(f"score must be a finite number in [0, 1], got {outcome.score}")
     try:
@@ -42,7 +40,7 @@ def checked_map(outcome: InspectionOutcome) -> tuple[np.ndarray, MapStatistics]:
 def write_result(
     request: InspectionRequest,
     image: np.ndarray,
-    outcome: InspectionOutcome,
+    outcome: Scored,
     started: float,
     bucket: str,
     store: ObjectStore | None,
@@ -52,7 +50,7 @@ def write_result(
     its presence means the frame's objects are complete. Without a store, only the event is built."""
     anomaly_map, statistics = checked_map(outcome)
     keys = result_keys(request.domain, request.line, request.timestamp, request.frame_id)
-    score, threshold = float(outcome.score), float(outcome.threshold)  # type: ignore[arg-type]
+    score, threshold = float(outcome.score), float(outcome.threshold)
     if store is not None:
         map_png = encode_map_png(anomaly_map)
         overlay_jpg = render_overlay_jpeg(image, anomaly_map, quality=overlay_quality)

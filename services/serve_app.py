@@ -28,7 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from services.batch_inspection import BatchFrame, BatchInspectionResponse, FrameOutcome
 from services.deployment_config import POOL_DEPLOYMENT_NAME, DeploymentConfig, deployment_config_from_args
 from services.http_api import DomainRegistration, InspectionFailed, create_http_app
-from services.inspection import DecodedFrame, InspectionOutcome
+from services.inspection import DecodedFrame, InspectionOutcome, Rejected, Retryable, Scored
 from services.messages import DeadLetterReason, InspectionRequest, InspectionResult, verdict_for
 from services.metrics import InspectionMetrics
 from services.object_store import ObjectStore
@@ -130,16 +130,14 @@ class InspectionIngress:
         handle = self._detectors[self._config.deployment_name(frame.domain)]
         try:
             scored: ScoredFrame = await handle.score.remote(frame)
-        except Exception as error:  # a replica failure fails this frame, not the stream
+        except Exception as error:  # a replica that died or timed out is nobody's input fault: retry the frame
             logger.exception("detector call failed", extra={"domain": frame.domain})
-            outcome = InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"{type(error).__name__}: {error}")
+            outcome: InspectionOutcome = Retryable(f"detector call failed: {type(error).__name__}: {error}")
         else:
             outcome = scored.outcome
             self.metrics.batch_size.observe(scored.batch_size)
-        verdict = None
-        if outcome.score is not None and outcome.threshold is not None:
-            verdict = verdict_for(outcome.score, outcome.threshold).value
-        error = outcome.error.value if outcome.error else None
+        verdict = verdict_for(outcome.score, outcome.threshold).value if isinstance(outcome, Scored) else None
+        error = outcome.reason.value if isinstance(outcome, Rejected) else "retryable" if isinstance(outcome, Retryable) else None
         self.metrics.observe_outcome(frame.domain, verdict, error, time.monotonic() - started)
         return outcome
 
@@ -154,10 +152,10 @@ class InspectionIngress:
             frame_id=frame_id, domain=domain, line=line, timestamp=datetime.now(timezone.utc), image=image
         )
         outcome = await self._route(FrameInput(domain, pixels))
-        if outcome.error is DeadLetterReason.UNKNOWN_DOMAIN:
+        if isinstance(outcome, Rejected) and outcome.reason is DeadLetterReason.UNKNOWN_DOMAIN:
             raise UnknownDomainError(outcome.detail)
-        if outcome.error is not None:
-            raise InspectionFailed(f"frame {frame_id}: {outcome.error.value}: {outcome.detail}")
+        if not isinstance(outcome, Scored):
+            raise InspectionFailed(f"frame {frame_id}: {outcome}")
         return await asyncio.to_thread(
             write_result, request, pixels, outcome, started, self._settings.results_bucket,
             self._store if store else None, self._settings.overlay_jpeg_quality,
@@ -166,14 +164,14 @@ class InspectionIngress:
     async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse:
         """Score encoded images of any domains; a bad image fails alone. Nothing is written to S3."""
 
-        def decode(image: bytes) -> np.ndarray | InspectionOutcome:
+        def decode(image: bytes) -> np.ndarray | Rejected:
             try:
                 return decode_image(image, self._settings.max_image_pixels)
             except ImageDecodeError as error:
-                return InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
+                return Rejected(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
 
-        async def inspect(frame: BatchFrame, pixels: np.ndarray | InspectionOutcome) -> InspectionOutcome:
-            if isinstance(pixels, InspectionOutcome):
+        async def inspect(frame: BatchFrame, pixels: np.ndarray | Rejected) -> InspectionOutcome:
+            if isinstance(pixels, Rejected):
                 self.metrics.observe_outcome(frame.domain, None, DeadLetterReason.INFERENCE_ERROR.value, 0.0)
                 return pixels
             return await self._route(FrameInput(frame.domain, pixels))

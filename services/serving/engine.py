@@ -17,7 +17,7 @@ import torch
 
 from model import InCTRLv2, InvalidImageError
 from model.preprocess import restore_geometry
-from services.inspection import InspectionOutcome
+from services.inspection import InspectionOutcome, Rejected, Scored
 from services.messages import DeadLetterReason
 from services.registry import DomainRecord, RegistryError, UnknownDomainError
 from services.serving.bank_cache import BankCache
@@ -54,7 +54,7 @@ class InspectionEngine:
             try:
                 ready.append((i, to_backbone_geometry(frame.image, size, f"frame {i} of domain {frame.domain!r}")))
             except InvalidImageError as error:
-                outcomes[i] = InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, str(error))
+                outcomes[i] = Rejected(DeadLetterReason.INFERENCE_ERROR, str(error))
         groups: dict[str, list[int]] = defaultdict(list)
         for position, (i, _) in enumerate(ready):
             groups[frames[i].domain].append(position)
@@ -64,10 +64,10 @@ class InspectionEngine:
                 domains[domain] = self.banks.get(domain)
             except UnknownDomainError as error:
                 for position in groups.pop(domain):
-                    outcomes[ready[position][0]] = InspectionOutcome.failure(DeadLetterReason.UNKNOWN_DOMAIN, str(error))
+                    outcomes[ready[position][0]] = Rejected(DeadLetterReason.UNKNOWN_DOMAIN, str(error))
             except RegistryError as error:
                 for position in groups.pop(domain):
-                    outcomes[ready[position][0]] = InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, str(error))
+                    outcomes[ready[position][0]] = Rejected(DeadLetterReason.INFERENCE_ERROR, str(error))
         if groups:
             kept = sorted(position for positions in groups.values() for position in positions)
             row = {position: r for r, position in enumerate(kept)}
@@ -81,7 +81,7 @@ class InspectionEngine:
                     i = ready[position][0]
                     height, width = frames[i].image.shape[-2:]
                     anomaly_map = restore_geometry(detection.maps[k : k + 1], height, width)[0]
-                    outcomes[i] = InspectionOutcome.success(
+                    outcomes[i] = Scored(
                         score=float(detection.scores[k]),
                         anomaly_map=anomaly_map.float().cpu().numpy(),
                         threshold=threshold,

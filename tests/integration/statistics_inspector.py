@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, InspectionOutcome
+from services.inspection import DecodedFrame, InspectionOutcome, Rejected, Scored
 from services.messages import DeadLetterReason
 from services.settings import ServiceSettings
 
@@ -42,12 +42,12 @@ def inspect_by_statistics(frames: Sequence[DecodedFrame]) -> list[InspectionOutc
         threshold = DOMAIN_THRESHOLDS.get(frame.request.domain)
         if threshold is None:
             outcomes.append(
-                InspectionOutcome.failure(DeadLetterReason.UNKNOWN_DOMAIN, f"no references for {frame.request.domain!r}")
+                Rejected(DeadLetterReason.UNKNOWN_DOMAIN, f"no references for {frame.request.domain!r}")
             )
             continue
         anomaly_map = statistics_map(frame.image)
         outcomes.append(
-            InspectionOutcome.success(float(anomaly_map.max()), anomaly_map, threshold, MODEL_VERSION, REFERENCE_VERSION)
+            Scored(float(anomaly_map.max()), anomaly_map, threshold, MODEL_VERSION, REFERENCE_VERSION)
         )
     return outcomes
 

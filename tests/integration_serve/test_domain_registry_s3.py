@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model import InCTRLv2, InCTRLv2Config
+from services.inspection import Rejected
 from services.messages import DeadLetterReason
 from services.object_store import ObjectStore
 from services.registry import DomainRegistry, RegistryError, UnknownDomainError, load_reference_images
@@ -94,8 +95,8 @@ def test_engine_mixed_batch_matches_single_frames_and_isolates_failures(registry
         FrameInput("beta", texture(23)),
     ]
     outcomes = engine.inspect(frames)
-    assert outcomes[2].error is DeadLetterReason.UNKNOWN_DOMAIN and "ghost" in outcomes[2].detail
-    assert outcomes[3].error is DeadLetterReason.INFERENCE_ERROR and "NaN" in outcomes[3].detail
+    assert isinstance(outcomes[2], Rejected) and outcomes[2].reason is DeadLetterReason.UNKNOWN_DOMAIN and "ghost" in outcomes[2].detail
+    assert isinstance(outcomes[3], Rejected) and outcomes[3].reason is DeadLetterReason.INFERENCE_ERROR and "NaN" in outcomes[3].detail
     for index in (0, 1, 4):
         frame, outcome = frames[index], outcomes[index]
         alone = engine.inspect([frame])[0]

@@ -24,7 +24,7 @@ from services.http_inspection_client import (
     HttpInspectionClient,
     InspectionRequestRejected,
 )
-from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable
+from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable, Rejected, Scored
 from services.messages import DeadLetterReason, InspectionRequest
 from services.metrics import InspectionMetrics
 from services.result_encoding import ImageDecodeError, decode_image, encode_map_png
@@ -53,12 +53,12 @@ class MeanGateway:
 
 def score(frame: BatchFrame, image: bytes) -> InspectionOutcome:
     if frame.domain == "unknown":
-        return InspectionOutcome.failure(DeadLetterReason.UNKNOWN_DOMAIN, f"domain {frame.domain!r} is not registered")
+        return Rejected(DeadLetterReason.UNKNOWN_DOMAIN, f"domain {frame.domain!r} is not registered")
     try:
         pixels = decode_image(image)
     except ImageDecodeError as error:
-        return InspectionOutcome.failure(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
-    return InspectionOutcome.success(float(pixels.mean()), pixels.mean(axis=0), 0.5, "mean@1", f"{frame.domain}/v1")
+        return Rejected(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
+    return Scored(float(pixels.mean()), pixels.mean(axis=0), 0.5, "mean@1", f"{frame.domain}/v1")
 
 
 def png(seed: int, size: tuple[int, int]) -> bytes:
@@ -124,7 +124,8 @@ def test_batch_returns_outcomes_in_order_with_maps_as_stored(app_server: AppServ
         frame("fabric", "f-3", png(3, (24, 72))),
     ]
     outcomes = HttpInspectionClient(app_server.url, timeout_s=10)(frames)
-    assert [o.error for o in outcomes] == [None, DeadLetterReason.UNKNOWN_DOMAIN, DeadLetterReason.INFERENCE_ERROR, None]
+    assert [getattr(o, "reason", None) for o in outcomes] == [None, DeadLetterReason.UNKNOWN_DOMAIN, DeadLetterReason.INFERENCE_ERROR, None]
+    assert isinstance(outcomes[0], Scored) and isinstance(outcomes[3], Scored)
     assert "image rejected" in outcomes[2].detail and "'unknown'" in outcomes[1].detail
     for sent, got in ((frames[0], outcomes[0]), (frames[3], outcomes[3])):
         expected = score(BatchFrame(domain=sent.request.domain, line="l", frame_id="x"), sent.encoded or b"")
@@ -162,7 +163,7 @@ def test_client_retries_until_the_service_comes_up(gateway: MeanGateway) -> None
         client = HttpInspectionClient(server.url, timeout_s=10, max_attempts=8, initial_backoff_s=0.2, max_backoff_s=0.4)
         assert not client.reachable()
         outcomes = client([frame("capsule", "f-0", png(0, (16, 16)))])
-        assert outcomes[0].error is None and gateway.batches == 1
+        assert isinstance(outcomes[0], Scored) and gateway.batches == 1
         assert client.reachable()
     finally:
         starter.join()
@@ -186,11 +187,11 @@ def test_a_timed_out_batch_is_unavailable_and_not_resent(app_server: AppServer, 
 
 
 def test_invalid_detector_output_becomes_a_frame_error_not_a_failed_batch() -> None:
-    broken = InspectionOutcome.success(0.4, np.full((4, 4), np.nan, np.float32), 0.5, "m", "r")
+    broken = Scored(0.4, np.full((4, 4), np.nan, np.float32), 0.5, "m", "r")
     wire = FrameOutcome.from_outcome("f-0", broken)
     assert wire.error is not None and wire.error.code == "inference_error" and "NaN" in wire.error.detail
     decoded = FrameOutcome.model_validate_json(wire.model_dump_json()).to_outcome()
-    assert decoded.error is DeadLetterReason.INFERENCE_ERROR
+    assert isinstance(decoded, Rejected) and decoded.reason is DeadLetterReason.INFERENCE_ERROR
     with pytest.raises(ValueError, match="either score, threshold and map, or an error"):
         FrameOutcome(frame_id="f-1", score=0.3)
     short = FrameOutcome(frame_id="f-2", score=0.3, threshold=0.5, map_shape=(4, 4), map_levels="AAAA")
