@@ -207,7 +207,7 @@ class InspectionIndex:
         statement = statement.on_conflict_do_update(
             index_elements=["domain", "line", "frame_id"], set_=updated, where=newer
         )
-        return self._execute(statement, session) > 0
+        return self._changed(statement.returning(FrameRow.id), session)
 
     def upsert_dead_letter(self, dead_letter: DeadLetter, session: Session | None = None) -> bool:
         """Insert the dead letter unless its frame message is already indexed; True when inserted."""
@@ -218,7 +218,7 @@ class InspectionIndex:
             key=dead_letter.key, payload_size=dead_letter.payload_size, payload_truncated=dead_letter.payload_truncated,
             failed_at=dead_letter.failed_at, indexed_at=self._clock(),
         ).on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])  # fmt: skip
-        return self._execute(statement, session) > 0
+        return self._changed(statement.returning(DeadLetterRow.id), session)
 
     def record_review(self, review: Review, session: Session | None = None) -> Review:
         """Append a review; returns it as stored."""
@@ -235,11 +235,22 @@ class InspectionIndex:
         )
         self._execute(statement, session)
 
-    def _execute(self, statement: Any, session: Session | None) -> int:
+    def _execute(self, statement: Any, session: Session | None) -> None:
         if session is not None:
-            return session.execute(statement).rowcount
+            session.execute(statement)
+            return
         with self._sessions() as own, own.begin():
-            return own.execute(statement).rowcount
+            own.execute(statement)
+
+    def _changed(self, statement: Any, session: Session | None) -> bool:
+        """Run an INSERT ... ON CONFLICT ... RETURNING; True when it wrote a row.
+
+        RETURNING rather than rowcount: psycopg reports no rowcount for these statements.
+        """
+        if session is not None:
+            return session.execute(statement).first() is not None
+        with self._sessions() as own, own.begin():
+            return own.execute(statement).first() is not None
 
     # ---- reads --------------------------------------------------------------------------------------
 
