@@ -127,7 +127,8 @@ def _port_answers(port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn for child processes: the kernel sends them SIGTERM when the parent dies."""
     # Attached children (pytest) must not outlive a killed test run: PR_SET_PDEATHSIG = 1.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)
@@ -276,9 +277,18 @@ class LocalStack:
             self._spawn("weed", command, env)
         self._wait_until("S3", "weed", self._s3_answers)
 
-    def stop_s3(self) -> None:
-        """Stop the S3 server (used by outage tests; start_s3() brings it back on the same port)."""
-        self._terminate("weed", weed_binary())
+    def stop_s3(self, crash: bool = False) -> None:
+        """Stop the S3 server (used by outage tests; start_s3() brings it back on the same port).
+
+        crash=True sends SIGKILL at once, as an evicted pod or a power cut would: no orderly shutdown.
+        """
+        self._terminate("weed", weed_binary(), crash=crash)
+
+    def restart_s3(self, down_s: float = 0.0, crash: bool = False) -> None:
+        """Stop the S3 server, keep it down for down_s seconds, start it again on the same ports and data."""
+        self.stop_s3(crash=crash)
+        time.sleep(down_s)
+        self.start_s3()
 
     def start_kafka(self) -> None:
         """Start the Tansu broker and wait until it accepts connections."""
@@ -305,9 +315,27 @@ class LocalStack:
             self._spawn("tansu", command, env)
         self._wait_until("Kafka", "tansu", lambda: _port_answers(state.kafka_port))
 
-    def stop_kafka(self) -> None:
-        """Stop the broker (in-memory storage loses its topics)."""
-        self._terminate("tansu", tansu_binary())
+    def stop_kafka(self, crash: bool = False) -> None:
+        """Stop the broker (in-memory storage loses its topics; s3 storage keeps them in the S3 server).
+
+        crash=True sends SIGKILL at once instead of SIGTERM.
+        """
+        self._terminate("tansu", tansu_binary(), crash=crash)
+
+    def restart_kafka(self, down_s: float = 0.0, crash: bool = False) -> None:
+        """Stop the broker, keep it down for down_s seconds, start it again on the same port and storage."""
+        self.stop_kafka(crash=crash)
+        time.sleep(down_s)
+        self.start_kafka()
+
+    @property
+    def kafka_storage(self) -> Literal["memory", "s3"]:
+        """Where the broker keeps its log: memory (lost on a broker restart) or s3 (survives it).
+
+        A stack that ran before keeps the storage it was started with (stack.json), whatever was asked.
+        """
+        state = self._state or self._load_state()
+        return state.kafka_storage if state else self._kafka_storage
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -346,7 +374,7 @@ class LocalStack:
             env=env,
             cwd=self.root,
             start_new_session=True,
-            preexec_fn=None if self._detached else _die_with_parent,
+            preexec_fn=None if self._detached else die_with_parent,
         )
         log.close()
         self._pid_file(name).write_text(str(process.pid))
@@ -364,11 +392,11 @@ class LocalStack:
         log_tail = self._path(f"{name}.log").read_text(errors="replace")[-2000:]
         raise StackError(f"{label} ({name}) did not become ready under {self.root}; log tail:\n{log_tail}")
 
-    def _terminate(self, name: str, binary: Path, timeout_s: float = 10.0) -> None:
+    def _terminate(self, name: str, binary: Path, timeout_s: float = 10.0, crash: bool = False) -> None:
         pid = self._running_pid(name, binary)
         if pid is None:
             return
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGKILL if crash else signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._running_pid(name, binary) is not None:
             _reap(pid)
