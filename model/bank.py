@@ -52,6 +52,18 @@ class PromptBank:
             )
         return self._copies[device]
 
+    def subset(self, keep: list[int]) -> PromptBank:
+        """The bank of the prompts ``keep`` only (e.g. all but one, for leave-one-out calibration).
+
+        patches (L, K*N, W) -> (L, len(keep)*N, W); text prototypes are shared, not recomputed.
+        """
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= i < self.shots for i in keep):
+            raise PromptBankError(f"subset {keep} of a bank of {self.shots} prompts must be distinct, in range and non-empty")
+        n_layers, rows, width = self.patches.shape
+        index = torch.tensor(keep, device=self.patches.device)
+        patches = self.patches.reshape(n_layers, self.shots, rows // self.shots, width)[:, index].reshape(n_layers, -1, width)
+        return PromptBank(self.class_name, self.backbone_id, self.embeddings[index], patches.contiguous(), self.text)
+
     def to_bytes(self) -> bytes:
         """safetensors with the metadata in its header: one self-describing object for the store."""
         tensors = {"embeddings": self.embeddings, "patches": self.patches, "text": self.text}

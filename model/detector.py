@@ -94,8 +94,11 @@ class InCTRLv2(nn.Module):
             raise InvalidImageError("prompt set is empty: give at least one normal image (K >= 1)")
         batches = [normals] if isinstance(normals, torch.Tensor) else [image[None] for image in normals]
         encoded = [self.encode(validate_images(batch, "normals")) for batch in batches]
-        embeddings = torch.cat([e for e, _ in encoded])  # (K, E)
-        patches = torch.cat([p for _, p in encoded])  # (K, L, N, W)
+        return self.bank_from_features(torch.cat([e for e, _ in encoded]), torch.cat([p for _, p in encoded]), class_name)
+
+    @torch.no_grad()
+    def bank_from_features(self, embeddings: torch.Tensor, patches: torch.Tensor, class_name: str) -> PromptBank:
+        """A bank from already-encoded prompts: embeddings (K, E), raw patch tokens (K, L, N, W) from encode()."""
         n_layers, width = patches.shape[1], patches.shape[-1]
         references = F.normalize(patches, dim=-1).transpose(0, 1).reshape(n_layers, -1, width)  # (L, K*N, W)
         return PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))

@@ -11,10 +11,10 @@ Versions are never overwritten: replacing a domain's references writes v{N+1} an
 so replicas that re-read current.json pick the new bank up without a restart.
 
 Thresholds are given or calibrated from normal images only (no defects are needed to register a domain):
-with a separate normal set, each image is scored against the full bank; otherwise leave-one-out over the
-K references (each reference scored against a bank of the other K-1). The threshold is the `quantile` of
-those normal scores plus `margin`, capped at 1. Leave-one-out banks have one shot fewer than the served
-bank, so their normal scores run slightly high and the threshold errs toward fewer false alarms.
+calibrate_threshold (model/calibration.py) scores a separate normal set against the full bank, or each of
+the K references against a bank of the other K-1 (leave-one-out, K encodes), and sets the image threshold
+for a target false-positive rate (default 1%), the pixel threshold (area, boxes, overlay outline) and the
+map's display range; defect images, when given, only report the recall that threshold implies.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from minio.error import S3Error
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from model import InCTRLv2, PromptBank
+from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
 from services.deployment_config import DOMAIN_NAME_PATTERN
 from services.object_store import ObjectStore
 from services.result_encoding import ImageDecodeError, decode_image
@@ -54,14 +55,26 @@ class UnknownDomainError(RegistryError, LookupError):
 
 
 class ThresholdCalibration(BaseModel):
-    """How a domain's threshold was obtained."""
+    """How a domain's thresholds were obtained (model/calibration.py): the image threshold for a target
+    false-positive rate, the pixel threshold and the map's display range. Every field added after the first
+    records has a default, so older domain.json files still load (their pixel fields are None)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["given", "leave-one-out", "normal-set"]
-    quantile: float | None = None
-    margin: float | None = None
+    quantile: float | None = Field(None, description="Records before target-FPR calibration: the normal-score quantile.")
+    margin: float | None = Field(None, description="Records before target-FPR calibration: added to that quantile.")
     normal_scores: list[float] = Field(default_factory=list, description="The normal scores it was set from.")
+    target_fpr: float | None = Field(None, gt=0.0, lt=0.5, description="False-positive rate the image threshold aims at.")
+    pixel_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Map level above which a pixel is anomalous (area, boxes, outline)."
+    )
+    map_range: tuple[float, float] | None = Field(None, description="Display range of the map's colour scale (low, high).")
+    normal_map_maxima: list[float] = Field(default_factory=list, description="Per-image map maxima the pixel threshold was set from.")
+    defect_scores: list[float] = Field(default_factory=list, description="Scores of the defect images given at calibration.")
+    recall: float | None = Field(
+        None, ge=0.0, le=1.0, description="Fraction of those defect images at or above the threshold; None without any."
+    )
 
 
 class DomainRecord(BaseModel):
@@ -149,30 +162,34 @@ def calibrate_threshold(
     references: torch.Tensor,
     class_name: str,
     normals: torch.Tensor | None = None,
-    quantile: float = 0.99,
-    margin: float = 0.02,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    defects: torch.Tensor | None = None,
+    threshold: float | None = None,
 ) -> tuple[float, ThresholdCalibration]:
-    """Threshold from normal scores only (see the module docstring); needs K >= 2 without a normal set."""
-    if normals is not None and len(normals):
-        bank = detector.build_prompt_bank(references, class_name)
-        scores = detector.detect(normals, bank).scores
-        method: Literal["leave-one-out", "normal-set"] = "normal-set"
-    else:
-        if len(references) < 2:
-            raise RegistryError("calibrating a threshold by leave-one-out needs at least 2 reference images; give --threshold")
-        embedding, patches = detector.encode(references)
-        held_out = []
-        for i in range(len(references)):
-            others = torch.cat([references[:i], references[i + 1 :]])
-            bank = detector.build_prompt_bank(others, class_name)
-            size = tuple(references.shape[-2:])
-            held_out.append(detector.score(embedding[i : i + 1], patches[i : i + 1], bank, size).scores)
-        scores = torch.cat(held_out)
-        method = "leave-one-out"
-    values = scores.detach().cpu().double().numpy()
-    threshold = float(min(1.0, np.quantile(values, quantile) + margin))
-    calibration = ThresholdCalibration(method=method, quantile=quantile, margin=margin, normal_scores=values.tolist())
-    return threshold, calibration
+    """The image threshold for `target_fpr` and the pixel calibration, from normal images only (a normal
+    set when given, else leave-one-out over K >= 2 references; model/calibration.py). Defect images only
+    measure the recall the threshold implies. A given `threshold` replaces the image threshold; the pixel
+    calibration is still made when the images allow it (K >= 2 or a normal set)."""
+    has_normals = normals is not None and len(normals) > 0
+    if threshold is not None and not has_normals and len(references) < 2:
+        return threshold, ThresholdCalibration(method="given")
+    try:
+        _, found = calibrate(detector, references, class_name, normals, defects, target_fpr)
+    except CalibrationError as error:
+        raise RegistryError(f"{error}; give --threshold") from error
+    chosen = found.threshold if threshold is None else threshold
+    defect_scores = found.defect_scores
+    calibration = ThresholdCalibration(
+        method="given" if threshold is not None else found.method,
+        normal_scores=found.normal_scores,
+        target_fpr=found.target_fpr,
+        pixel_threshold=found.pixel_threshold,
+        map_range=found.map_range,
+        normal_map_maxima=found.normal_map_maxima,
+        defect_scores=defect_scores,
+        recall=sum(s >= chosen for s in defect_scores) / len(defect_scores) if defect_scores else None,
+    )
+    return chosen, calibration
 
 
 class DomainRegistry:

@@ -1,0 +1,162 @@
+"""Per-domain calibration from normal images only: the image threshold for a target false-positive rate,
+the pixel threshold and the anomaly map's display range.
+
+Normal evidence comes from leave-one-out over the K references (reference i scored against the bank of
+the other K - 1; the K images are encoded ONCE and the K banks are subsets of one bank, so calibration
+costs K encodes, never K^2), or from a separate normal set scored against the full bank when one is given.
+
+Threshold for a target false-positive rate a from n >= 2 normal values v_1..v_n in [0, 1] (image scores,
+or per-image maxima of the maps): with z_j = logit(v_j), mean m and sample std s (ddof 1),
+
+    t = sigmoid(m + q * s * sqrt(1 + 1/n)),   q = the (1 - a) quantile of Student's t with n - 1 dof,
+
+the one-sided Gaussian prediction bound: a new normal value exceeds t with probability a exactly when
+the logits are Gaussian. Few normals widen it (Student's t), so it errs toward fewer false alarms, as do
+leave-one-out banks (one shot fewer than the served bank, so their normal values run slightly high).
+
+Pixel threshold: the same bound on the per-image map maxima, so a normal image shows a region above it
+with probability about a. Display range: [median normal pixel, median + 2 (pixel threshold - median)],
+which puts the pixel threshold in the middle of the colour scale (jet: green; above it yellow to red).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .bank import PromptBank
+from .detector import InCTRLv2
+
+DEFAULT_TARGET_FPR = 0.01
+_EPS = 1e-6  # logits of 0 and 1 are infinite
+_MIN_LOGIT_STD = 1e-3  # identical normal values would otherwise give a zero-width bound
+
+
+class CalibrationError(ValueError):
+    """Calibration is impossible with the images given (e.g. one reference and no normal set)."""
+
+
+@dataclass(frozen=True)
+class DomainCalibration:
+    """What calibration found; scores and maps are those of the served detector."""
+
+    method: Literal["leave-one-out", "normal-set"]
+    target_fpr: float
+    threshold: float  # image threshold
+    normal_scores: list[float]
+    pixel_threshold: float
+    map_range: tuple[float, float]  # display range of the map's colour scale
+    normal_map_maxima: list[float]
+    defect_scores: list[float]
+    recall: float | None  # fraction of defect_scores >= threshold; None without defect images
+
+
+def student_t_quantile(p: float, dof: int) -> float:
+    """The p quantile (p in [0.5, 1)) of Student's t with an integer number of degrees of freedom.
+
+    CDF from the closed forms of Abramowitz & Stegun 26.7.3-4 (theta = atan(t / sqrt(dof))), inverted
+    by bisection: exact to about 1e-9 without scipy.
+    """
+    if not 0.5 <= p < 1.0 or dof < 1:
+        raise ValueError(f"need 0.5 <= p < 1 and dof >= 1, got p={p}, dof={dof}")
+
+    def cdf(t: float) -> float:
+        theta = math.atan(t / math.sqrt(dof))
+        sin, cos = math.sin(theta), math.cos(theta)
+        total, term = 0.0, (cos if dof % 2 else 1.0)
+        for k in range(1, (dof - 1) // 2 + 1 if dof % 2 else dof // 2 + 1):
+            total += term
+            term *= cos * cos * ((2 * k) / (2 * k + 1) if dof % 2 else (2 * k - 1) / (2 * k))
+        two_sided = 2.0 / math.pi * (theta + sin * total) if dof % 2 else sin * total
+        return 0.5 * (1.0 + two_sided)
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+        if high - low < 1e-10:
+            break
+    return 0.5 * (low + high)
+
+
+def fpr_threshold(values: list[float], target_fpr: float) -> float:
+    """The level a new normal value exceeds with probability target_fpr (module docstring); n >= 2."""
+    if not 0.0 < target_fpr < 0.5:
+        raise CalibrationError(f"target false-positive rate must lie in (0, 0.5), got {target_fpr}")
+    if len(values) < 2:
+        raise CalibrationError(f"a threshold needs at least 2 normal values, got {len(values)}")
+    z = torch.logit(torch.tensor(values, dtype=torch.float64).clamp(_EPS, 1 - _EPS))
+    n = len(values)
+    spread = max(float(z.std(unbiased=True)), _MIN_LOGIT_STD) * math.sqrt(1.0 + 1.0 / n)
+    bound = float(z.mean()) + student_t_quantile(1.0 - target_fpr, n - 1) * spread
+    return float(torch.sigmoid(torch.tensor(bound, dtype=torch.float64)))
+
+
+@torch.inference_mode()
+def _score_against(detector: InCTRLv2, images: torch.Tensor, bank: PromptBank, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (n,) and maps (n, H, W) of images against one bank, in batches."""
+    scores, maps = [], []
+    for start in range(0, len(images), batch_size):
+        detection = detector.detect(images[start : start + batch_size], bank)
+        scores.append(detection.scores.cpu())
+        maps.append(detection.maps.cpu())
+    return torch.cat(scores), torch.cat(maps)
+
+
+@torch.inference_mode()
+def leave_one_out(detector: InCTRLv2, references: torch.Tensor, class_name: str) -> tuple[PromptBank, torch.Tensor, torch.Tensor]:
+    """(K, C, H, W) references -> the full bank, and each reference's score (K,) and map (K, H, W)
+    against the bank of the other K - 1. K encodes in one batch; needs K >= 2."""
+    shots = len(references)
+    if shots < 2:
+        raise CalibrationError("leave-one-out calibration needs at least 2 reference images (or a set of normal images)")
+    embedding, patches = detector.encode(references)
+    bank = detector.bank_from_features(embedding, patches, class_name)
+    size = tuple(references.shape[-2:])
+    scores, maps = [], []
+    for i in range(shots):
+        others = bank.subset([j for j in range(shots) if j != i])
+        detection = detector.score(embedding[i : i + 1], patches[i : i + 1], others, size)
+        scores.append(detection.scores.cpu())
+        maps.append(detection.maps.cpu())
+    return bank, torch.cat(scores), torch.cat(maps)
+
+
+def calibrate(
+    detector: InCTRLv2,
+    references: torch.Tensor,
+    class_name: str,
+    normals: torch.Tensor | None = None,
+    defects: torch.Tensor | None = None,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    batch_size: int = 32,
+) -> tuple[PromptBank, DomainCalibration]:
+    """Calibrate a domain from (K, C, H, W) references, optional extra normals and optional defect images
+    (the defects only measure the recall the threshold implies; they never move it)."""
+    if normals is not None and len(normals):
+        bank = detector.build_prompt_bank(references, class_name)
+        normal_scores, normal_maps = _score_against(detector, normals, bank, batch_size)
+        method: Literal["leave-one-out", "normal-set"] = "normal-set"
+    else:
+        bank, normal_scores, normal_maps = leave_one_out(detector, references, class_name)
+        method = "leave-one-out"
+    scores = normal_scores.double().tolist()
+    maxima = normal_maps.flatten(1).amax(dim=1).double().tolist()
+    threshold = fpr_threshold(scores, target_fpr)
+    pixel_threshold = fpr_threshold(maxima, target_fpr)
+    median = float(normal_maps.double().median())
+    low = min(median, pixel_threshold)
+    high = min(1.0, max(low + 2.0 * (pixel_threshold - low), low + 1e-3))
+    defect_scores: list[float] = []
+    if defects is not None and len(defects):
+        defect_scores = _score_against(detector, defects, bank, batch_size)[0].double().tolist()
+    recall = sum(s >= threshold for s in defect_scores) / len(defect_scores) if defect_scores else None
+    calibration = DomainCalibration(
+        method=method, target_fpr=target_fpr, threshold=threshold, normal_scores=scores, pixel_threshold=pixel_threshold,
+        map_range=(low, high), normal_map_maxima=maxima, defect_scores=defect_scores, recall=recall,
+    )  # fmt: skip
+    return bank, calibration

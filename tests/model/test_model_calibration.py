@@ -1,0 +1,100 @@
+"""Per-domain calibration (model/calibration.py): leave-one-out from one encode, the target-FPR threshold
+rule, and the thresholds it gives on a real backbone and a synthetic product."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import t as student_t
+
+from model import InCTRLv2
+from model.calibration import CalibrationError, calibrate, fpr_threshold, leave_one_out, student_t_quantile
+from pipelines.synth.generator import defect_example, image_rng, render_normal
+from pipelines.synth.defects import to_uint8
+
+
+def _normals(domain: str, count: int, size: int, stream: str = "train", offset: int = 0) -> torch.Tensor:
+    images = [to_uint8(render_normal(domain, size, image_rng(0, domain, stream, offset + i)).image) for i in range(count)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _defects(domain: str, count: int, size: int) -> torch.Tensor:
+    images = [defect_example(domain, "foreign_texture", 0, i, size)[1] for i in range(count)]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 30])
+@pytest.mark.parametrize("p", [0.5, 0.95, 0.99, 0.999])
+def test_student_t_quantile_matches_scipy(p: float, dof: int) -> None:
+    assert student_t_quantile(p, dof) == pytest.approx(student_t.ppf(p, dof), rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_threshold_rule_meets_its_false_positive_rate(n: int) -> None:
+    """Calibrate on n normals, test on a fresh normal: over many domains, a fresh normal exceeds the
+    threshold at the target rate (exact for Gaussian logits)."""
+    rng = np.random.default_rng(7)
+    trials, target = 4000, 0.05
+    exceeded = 0
+    for _ in range(trials):
+        centre, spread = rng.uniform(-3, 1), rng.uniform(0.1, 1.0)
+        logits = rng.normal(centre, spread, n + 1)
+        values = (1 / (1 + np.exp(-logits))).tolist()
+        exceeded += values[-1] >= fpr_threshold(values[:-1], target)
+    assert 0.035 <= exceeded / trials <= 0.065
+
+
+def test_threshold_rule_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(CalibrationError, match="at least 2 normal values"):
+        fpr_threshold([0.3], 0.01)
+    with pytest.raises(CalibrationError, match="target false-positive rate"):
+        fpr_threshold([0.3, 0.4], 0.7)
+    assert 0.0 < fpr_threshold([0.2, 0.2, 0.2], 0.01) < 0.21  # identical values: a narrow bound, not a crash
+
+
+def test_leave_one_out_encodes_the_references_once_and_matches_rebuilt_banks(tiny_detector: InCTRLv2, make_images) -> None:
+    references = make_images(5, 64, seed=3)
+    calls: list[int] = []
+    original = tiny_detector.encode
+
+    def counting(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(images))
+        return original(images)
+
+    tiny_detector.encode = counting  # type: ignore[method-assign]
+    try:
+        bank, scores, maps = leave_one_out(tiny_detector, references, "widget")
+    finally:
+        del tiny_detector.encode
+    assert calls == [5]  # K images encoded once, not K banks of K - 1
+    assert bank.shots == 5 and scores.shape == (5,) and maps.shape == (5, 64, 64)
+    for i in (0, 3):
+        others = torch.cat([references[:i], references[i + 1 :]])
+        expected = tiny_detector.detect(references[i : i + 1], tiny_detector.build_prompt_bank(others, "widget"))
+        assert scores[i].item() == pytest.approx(expected.scores[0].item(), abs=1e-5)
+        assert torch.allclose(maps[i], expected.maps[0], atol=1e-5)
+
+
+def test_leave_one_out_needs_two_references(tiny_detector: InCTRLv2, make_images) -> None:
+    with pytest.raises(CalibrationError, match="at least 2 reference images"):
+        calibrate(tiny_detector, make_images(1, 64), "widget")
+
+
+def test_calibrated_thresholds_hold_on_held_out_normals_of_a_synthetic_product(effnet_detector: InCTRLv2) -> None:
+    """K = 4 references of a product; its unseen normals stay under both thresholds (1% target), and
+    the pixel threshold sits inside the display range, below the maps of clear defects."""
+    size = effnet_detector.backbone.image_size
+    references = _normals("capsule", 4, size)
+    held_out = _normals("capsule", 24, size, stream="test_good")
+    defects = _defects("capsule", 6, size)
+    bank, found = calibrate(effnet_detector, references, "capsule", defects=defects)
+    assert found.method == "leave-one-out" and len(found.normal_scores) == 4 and bank.shots == 4
+    detection = effnet_detector.detect(held_out, bank)
+    false_alarms = int((detection.scores >= found.threshold).sum())
+    assert false_alarms <= 1, (false_alarms, found.threshold, detection.scores.tolist())
+    noisy_maps = int((detection.maps.flatten(1).amax(1) >= found.pixel_threshold).sum())
+    assert noisy_maps <= 1
+    low, high = found.map_range
+    assert low < found.pixel_threshold < high
+    assert found.recall is not None and len(found.defect_scores) == 6
+    assert found.recall == pytest.approx(np.mean([s >= found.threshold for s in found.defect_scores]))
