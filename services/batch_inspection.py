@@ -62,6 +62,7 @@ class FrameOutcome(BaseModel):
     score: float | None = None
     threshold: float | None = None
     map_threshold: float | None = None
+    map_range: tuple[float, float] | None = None
     model_version: str = ""
     reference_version: str = ""
     map_shape: tuple[int, int] | None = Field(None, description="(height, width) of the map: the image size.")
@@ -92,6 +93,7 @@ class FrameOutcome(BaseModel):
             score=outcome.score,
             threshold=outcome.threshold,
             map_threshold=outcome.map_threshold,
+            map_range=outcome.map_range,
             model_version=outcome.model_version,
             reference_version=outcome.reference_version,
             map_shape=(int(levels.shape[0]), int(levels.shape[1])),
@@ -116,6 +118,7 @@ class FrameOutcome(BaseModel):
             model_version=self.model_version,
             reference_version=self.reference_version,
             map_threshold=self.map_threshold,
+            map_range=self.map_range,
         )
 
 

@@ -41,7 +41,8 @@ class DecodedFrame:
 
 @dataclass(frozen=True)
 class Scored:
-    """A scored frame; map_threshold (pixel level) defaults to the image threshold."""
+    """A scored frame; map_threshold (pixel level) defaults to the image threshold, map_range (the
+    domain's calibrated colour scale of the overlay, low and high) to (0, 1)."""
 
     score: float
     anomaly_map: np.ndarray
@@ -49,6 +50,7 @@ class Scored:
     model_version: str
     reference_version: str
     map_threshold: float | None = None
+    map_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
