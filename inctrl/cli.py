@@ -12,6 +12,7 @@ from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
 from services.stream_commands import produce
+from services.index.commands import index_command
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="InCTRLv2 few-shot anomaly inspection.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
@@ -25,6 +26,7 @@ app.command("produce", help="Feed a folder of images to the frames topic.")(prod
 app.command("serve")(serve_command)
 app.command("consume")(consume_command)
 app.command("demo")(demo_command)
+app.command("index")(index_command)
 bench_app.command("stream")(bench_stream_command)
 
 

@@ -268,15 +268,23 @@ class InspectionIndex:
             return None if row is None else _frame_view(row)
 
     def scores(
-        self, domain: str, line: str | None = None, since: datetime | None = None, limit: int | None = None
+        self,
+        domain: str,
+        line: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        reference_version: str | None = None,
     ) -> list[float]:
         """Image scores of a domain (optionally one line, captured at or after `since`), oldest first.
 
-        With `limit`, the most recent `limit` scores (still oldest first): the drift watch's window.
+        With `limit`, the most recent `limit` scores (still oldest first): the drift watch's window, which
+        also passes `reference_version` (only scores taken against that version's references).
         """
         query = select(FrameRow.score).where(FrameRow.domain == domain)
         if line is not None:
             query = query.where(FrameRow.line == line)
+        if reference_version is not None:
+            query = query.where(FrameRow.reference_version == reference_version)
         if since is not None:
             query = query.where(FrameRow.timestamp >= since)
         query = query.order_by(FrameRow.timestamp.desc(), FrameRow.id.desc())

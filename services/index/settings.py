@@ -27,12 +27,24 @@ class IndexSettings(BaseSettings):
         50, gt=0, description="Fewer scores than this in the window: status 'insufficient', no alert."
     )
     drift_bins: int = Field(10, ge=2, le=100, description="PSI bins: quantiles of the calibration scores.")
-    drift_level: float = Field(0.25, gt=0, description="PSI at or above this raises a drift alert.")
+    drift_level: float = Field(0.25, gt=0, description="PSI at or above this (with KS p <= drift_alpha) raises a drift alert.")
     drift_clear_level: float = Field(
         0.1, ge=0, description="PSI must fall below this before a new crossing can alert again (hysteresis)."
     )
+    drift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="KS p-value at or below this (with PSI >= drift_level) raises a drift alert."
+    )
+    drift_clear_alpha: float = Field(
+        0.05, gt=0, lt=1, description="Drift clears when PSI < drift_clear_level or the KS p-value exceeds this."
+    )
     drift_min_reference: int = Field(
         2, ge=2, description="A domain with fewer calibration scores than this is not watched for drift."
+    )
+    drift_max_lines: int = Field(
+        100, gt=0, description="Most lines per domain the watch follows (bounds the gauges' label sets)."
+    )
+    drift_watch: bool = Field(
+        True, description="Run the drift watch in this indexer (run it in one replica only: it publishes the alerts)."
     )
     drift_interval_s: float = Field(10.0, gt=0, description="How often the watch re-evaluates every known line.")
     registry_refresh_s: float = Field(60.0, gt=0, description="How often registered domains are re-read.")
@@ -41,6 +53,8 @@ class IndexSettings(BaseSettings):
     def _consistent(self) -> IndexSettings:
         if self.drift_clear_level > self.drift_level:
             raise ValueError("drift_clear_level must not exceed drift_level")
+        if self.drift_clear_alpha < self.drift_alpha:
+            raise ValueError("drift_clear_alpha must not be below drift_alpha")
         if self.drift_min_window > self.drift_window:
             raise ValueError("drift_min_window must not exceed drift_window")
         return self
