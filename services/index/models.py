@@ -8,8 +8,9 @@ UTC (UtcDateTime) so SQLite and PostgreSQL compare and order them the same way.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -68,10 +69,7 @@ class FrameRow(Base):
     model_version: Mapped[str] = mapped_column(String(KEY_LENGTH))
     reference_version: Mapped[str] = mapped_column(String(KEY_LENGTH))
     latency_ms: Mapped[float] = mapped_column(Float)
-    map_max: Mapped[float] = mapped_column(Float)
-    map_mean: Mapped[float] = mapped_column(Float)
-    map_threshold: Mapped[float] = mapped_column(Float)
-    map_area_above_threshold: Mapped[float] = mapped_column(Float)
+    map_statistics: Mapped[dict[str, Any]] = mapped_column(JSON, comment="MapStatistics of the result, as JSON.")
     event_partition: Mapped[int | None] = mapped_column(Integer, comment="Results-topic partition of the event.")
     event_offset: Mapped[int | None] = mapped_column(BigInteger, comment="Results-topic offset of the event.")
     indexed_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -181,15 +181,13 @@ class InspectionIndex:
         self, result: InspectionResult, position: EventPosition | None = None, session: Session | None = None
     ) -> bool:
         """Insert the frame or replace it with a newer event; True when the row changed."""
-        stats = result.map_statistics
         values = {
             "domain": result.domain, "line": result.line, "frame_id": result.frame_id,
             "timestamp": result.timestamp, "score": result.score, "threshold": result.threshold,
             "verdict": result.verdict.value, "bucket": result.bucket, "result_key": result.result_key,
             "map_key": result.map_key, "overlay_key": result.overlay_key, "model_version": result.model_version,
             "reference_version": result.reference_version, "latency_ms": result.latency_ms,
-            "map_max": stats.max, "map_mean": stats.mean, "map_threshold": stats.threshold,
-            "map_area_above_threshold": stats.area_above_threshold,
+            "map_statistics": result.map_statistics.model_dump(mode="json"),
             "event_partition": position.partition if position else None,
             "event_offset": position.offset if position else None,
             "indexed_at": self._clock(),
@@ -364,9 +362,7 @@ def _frame_view(row: FrameRow) -> IndexedFrame:
         threshold=row.threshold, verdict=Verdict(row.verdict), bucket=row.bucket, result_key=row.result_key,
         map_key=row.map_key, overlay_key=row.overlay_key, model_version=row.model_version,
         reference_version=row.reference_version, latency_ms=row.latency_ms,
-        map_statistics=MapStatistics(
-            max=row.map_max, mean=row.map_mean, threshold=row.map_threshold, area_above_threshold=row.map_area_above_threshold
-        ),
+        map_statistics=MapStatistics.model_validate(row.map_statistics),
         indexed_at=row.indexed_at,
     )  # fmt: skip
 
