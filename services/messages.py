@@ -76,6 +76,19 @@ class InspectionRequest(_Message):
         return self
 
 
+class DefectBox(BaseModel):
+    """Bounding box of one 8-connected region of map pixels >= the pixel threshold, in image pixels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x_min: int = Field(ge=0, description="Left column, inclusive.")
+    y_min: int = Field(ge=0, description="Top row, inclusive.")
+    x_max: int = Field(ge=0, description="Right column, inclusive.")
+    y_max: int = Field(ge=0, description="Bottom row, inclusive.")
+    area: int = Field(ge=1, description="Pixels of the region.")
+    peak: float = Field(ge=0.0, le=1.0, description="Highest map value inside the region.")
+
+
 class MapStatistics(BaseModel):
     """Summary of a pixel anomaly map, so consumers of events need not fetch the PNG."""
 
@@ -85,6 +98,9 @@ class MapStatistics(BaseModel):
     mean: float = Field(ge=0.0, le=1.0)
     threshold: float = Field(description="Pixel threshold used for area_above_threshold.")
     area_above_threshold: float = Field(ge=0.0, le=1.0, description="Fraction of pixels >= threshold.")
+    regions: int = Field(0, ge=0, description="8-connected regions of pixels >= threshold.")
+    boxes: list[DefectBox] = Field(default_factory=list, description="Their boxes, highest peak first (at most 16).")
+    display_range: tuple[float, float] | None = Field(None, description="The overlay's colour scale (low, high).")
 
 
 class InspectionResult(_Message):

@@ -126,17 +126,47 @@ def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def render_overlay_jpeg(image: np.ndarray, anomaly_map: np.ndarray, opacity: float = 0.5, quality: int = 85) -> bytes:
-    """Blend the jet-coloured map (resized to the image) over a (3, H, W) float image in [0, 1]; JPEG bytes."""
+def region_outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """The boundary of a boolean (H, W) region mask: region pixels with a 4-neighbour outside it, grown
+    inward-and-outward to `thickness` pixels."""
+    region = np.asarray(mask, dtype=bool)
+    padded = np.pad(region, 1, mode="constant", constant_values=False)
+    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    outline = region & ~interior
+    for _ in range(thickness - 1):
+        grown = np.pad(outline, 1, mode="constant", constant_values=False)
+        outline = outline | grown[:-2, 1:-1] | grown[2:, 1:-1] | grown[1:-1, :-2] | grown[1:-1, 2:]
+    return outline
+
+
+def render_overlay_jpeg(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    opacity: float = 0.5,
+    quality: int = 85,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    outline_threshold: float | None = None,
+) -> bytes:
+    """Blend the jet-coloured map (resized to the image) over a (3, H, W) float image in [0, 1]; JPEG bytes.
+
+    The colour scale spans `value_range` (the domain's calibrated display range: low is blue, high red);
+    with `outline_threshold`, the boundary of the region at or above it is drawn in white on top.
+    """
     pixels = np.asarray(image, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[0] != 3:
         raise ValueError(f"image must be a (3, H, W) array, got shape {pixels.shape}")
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
+    low, high = value_range
+    if not 0.0 <= low < high:
+        raise ValueError(f"value range must satisfy 0 <= low < high, got {value_range}")
     _, height, width = pixels.shape
-    heat = jet_colormap(resize_map(anomaly_map, height, width)).astype(np.float32)
+    values = resize_map(anomaly_map, height, width)
+    heat = jet_colormap((values - low) / (high - low)).astype(np.float32)
     base = np.clip(pixels.transpose(1, 2, 0), 0.0, 1.0) * 255.0
     blended = np.round((1.0 - opacity) * base + opacity * heat).astype(np.uint8)
+    if outline_threshold is not None:
+        blended[region_outline(values >= outline_threshold, max(1, round(min(height, width) / 160)))] = 255
     buffer = io.BytesIO()
     Image.fromarray(blended).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

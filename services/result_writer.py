@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from services.inspection import Scored
+from services.map_regions import map_statistics
 from services.messages import InspectionRequest, InspectionResult, MapStatistics, verdict_for
 from services.object_store import ObjectStore, result_keys
 from services.result_encoding import encode_map_png, render_overlay_jpeg, validate_anomaly_map
@@ -28,12 +29,7 @@ def checked_map(outcome: Scored) -> tuple[np.ndarray, MapStatistics]:
     except ValueError as error:
         raise InvalidOutcomeError(str(error)) from error
     map_threshold = outcome.threshold if outcome.map_threshold is None else outcome.map_threshold
-    statistics = MapStatistics(
-        max=float(anomaly_map.max()),
-        mean=float(anomaly_map.mean()),
-        threshold=float(map_threshold),
-        area_above_threshold=float((anomaly_map >= map_threshold).mean()),
-    )
+    statistics = map_statistics(anomaly_map, float(map_threshold), outcome.map_range)
     return anomaly_map, statistics
 
 
@@ -45,6 +41,7 @@ def write_result(
     bucket: str,
     store: ObjectStore | None,
     overlay_quality: int = 85,
+    input_digest: str | None = None,
 ) -> InspectionResult:
     """Encode everything first (a bad outcome writes nothing), then map, overlay, and result.json last:
     its presence means the frame's objects are complete. Without a store, only the event is built."""
@@ -53,7 +50,10 @@ def write_result(
     score, threshold = float(outcome.score), float(outcome.threshold)
     if store is not None:
         map_png = encode_map_png(anomaly_map)
-        overlay_jpg = render_overlay_jpeg(image, anomaly_map, quality=overlay_quality)
+        overlay_jpg = render_overlay_jpeg(
+            image, anomaly_map, quality=overlay_quality, value_range=outcome.map_range or (0.0, 1.0),
+            outline_threshold=outcome.map_threshold,  # an outline only where the domain has a calibrated pixel threshold
+        )  # fmt: skip
         store.put_bytes(bucket, keys.map, map_png, content_type="image/png")
         store.put_bytes(bucket, keys.overlay, overlay_jpg, content_type="image/jpeg")
     result = InspectionResult(
@@ -72,6 +72,7 @@ def write_result(
         reference_version=outcome.reference_version,
         latency_ms=1000.0 * (time.monotonic() - started),
         map_statistics=statistics,
+        input_digest=input_digest,
     )
     if store is not None:
         store.put_json(bucket, keys.result, result)
