@@ -81,14 +81,15 @@ def test_leave_one_out_needs_two_references(tiny_detector: InCTRLv2, make_images
 
 
 def test_calibrated_thresholds_hold_on_held_out_normals_of_a_synthetic_product(effnet_detector: InCTRLv2) -> None:
-    """K = 4 references of a product; its unseen normals stay under both thresholds (1% target), and
-    the pixel threshold sits inside the display range, below the maps of clear defects."""
+    """K = 8 references of a product; its unseen normals stay under both thresholds (1% target) and the
+    pixel threshold sits inside the display range. (With K = 4 some draws of references are too alike:
+    their leave-one-out spread understates the spread of new normals; see the calibration notes.)"""
     size = effnet_detector.backbone.image_size
-    references = _normals("capsule", 4, size)
+    references = _normals("capsule", 8, size)
     held_out = _normals("capsule", 24, size, stream="test_good")
     defects = _defects("capsule", 6, size)
     bank, found = calibrate(effnet_detector, references, "capsule", defects=defects)
-    assert found.method == "leave-one-out" and len(found.normal_scores) == 4 and bank.shots == 4
+    assert found.method == "leave-one-out" and len(found.normal_scores) == 8 and bank.shots == 8
     detection = effnet_detector.detect(held_out, bank)
     false_alarms = int((detection.scores >= found.threshold).sum())
     assert false_alarms <= 1, (false_alarms, found.threshold, detection.scores.tolist())
