@@ -175,7 +175,8 @@ class Indexer:
             self.close()
 
     def run(self, max_events: int | None = None, idle_timeout_s: float | None = None) -> IndexerStats:
-        """Index until stop(), until max_events events were handled, or after idle_timeout_s without events."""
+        """Index until stop(), until max_events events were handled, or after idle_timeout_s without events
+        (counted from the group join)."""
         idle_since = time.monotonic()
         backoff = _RETRY_BACKOFF_S
         while not self._stop.is_set():
@@ -192,6 +193,8 @@ class Indexer:
                 else:
                     self._stop.wait(backoff)
                     backoff = min(2 * backoff, _RETRY_BACKOFF_MAX_S)
+            elif not self._membership.joined.is_set():
+                idle_since = time.monotonic()  # idle counts from the group join, not from the start
             elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
                 break
             self._maybe_watch_drift()
@@ -326,7 +329,7 @@ class Indexer:
             if self._admin is None:
                 self._admin = KafkaAdminClient(**self._connection, client_id="inctrl-indexer-lag")
             for group, topics in groups.items():
-                committed = self._admin.list_consumer_group_offsets(group)
+                committed = self._admin.list_group_offsets(group).get(group, {})
                 for topic in topics:
                     partitions = [TopicPartition(topic, p) for p in sorted(self._consumer.partitions_for_topic(topic) or ())]
                     if not partitions:

@@ -70,6 +70,7 @@ class FrameRow(Base):
     reference_version: Mapped[str] = mapped_column(String(KEY_LENGTH))
     latency_ms: Mapped[float] = mapped_column(Float)
     map_statistics: Mapped[dict[str, Any]] = mapped_column(JSON, comment="MapStatistics of the result, as JSON.")
+    event_digest: Mapped[str] = mapped_column(String(64), comment="SHA-256 of the event's JSON: tells a duplicate.")
     event_partition: Mapped[int | None] = mapped_column(Integer, comment="Results-topic partition of the event.")
     event_offset: Mapped[int | None] = mapped_column(BigInteger, comment="Results-topic offset of the event.")
     indexed_at: Mapped[datetime] = mapped_column(UtcDateTime)

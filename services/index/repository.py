@@ -3,7 +3,8 @@
 Idempotence (at-least-once delivery upstream): every write is one atomic INSERT ... ON CONFLICT statement,
 so a replayed or duplicate event changes nothing and two indexers racing on one frame cannot both insert.
 
-    frames        key (domain, line, frame_id). An event replaces the stored row only when it is newer:
+    frames        key (domain, line, frame_id). An event replaces the stored row only when it differs
+                  (SHA-256 of its JSON: a duplicate sent twice, at any offset, changes nothing) and is newer:
                   (timestamp, event_offset) strictly greater, with a missing offset counting as -1. The
                   offset is the event's position on the results topic; results of one (domain, line)
                   share a topic key, hence a partition, so a re-inspection of a frame always lands after
@@ -14,6 +15,7 @@ so a replayed or duplicate event changes nothing and two indexers racing on one 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -188,17 +190,21 @@ class InspectionIndex:
             "map_key": result.map_key, "overlay_key": result.overlay_key, "model_version": result.model_version,
             "reference_version": result.reference_version, "latency_ms": result.latency_ms,
             "map_statistics": result.map_statistics.model_dump(mode="json"),
+            "event_digest": hashlib.sha256(result.to_bytes()).hexdigest(),
             "event_partition": position.partition if position else None,
             "event_offset": position.offset if position else None,
             "indexed_at": self._clock(),
         }  # fmt: skip
         statement = self._insert(FrameRow).values(**values)
         stored, incoming = FrameRow.__table__.c, statement.excluded
-        newer = or_(
-            incoming.timestamp > stored.timestamp,
-            and_(
-                incoming.timestamp == stored.timestamp,
-                func.coalesce(incoming.event_offset, -1) > func.coalesce(stored.event_offset, -1),
+        newer = and_(
+            incoming.event_digest != stored.event_digest,
+            or_(
+                incoming.timestamp > stored.timestamp,
+                and_(
+                    incoming.timestamp == stored.timestamp,
+                    func.coalesce(incoming.event_offset, -1) > func.coalesce(stored.event_offset, -1),
+                ),
             ),
         )
         updated = {name: getattr(incoming, name) for name in values if name not in ("domain", "line", "frame_id")}

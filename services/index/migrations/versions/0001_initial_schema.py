@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("reference_version", sa.String(length=1024), nullable=False),
         sa.Column("latency_ms", sa.Float(), nullable=False),
         sa.Column("map_statistics", sa.JSON(), nullable=False, comment="MapStatistics of the result, as JSON."),
+        sa.Column("event_digest", sa.String(length=64), nullable=False, comment="SHA-256 of the event's JSON: tells a duplicate."),
         sa.Column("event_partition", sa.Integer(), nullable=True, comment="Results-topic partition of the event."),
         sa.Column("event_offset", sa.BigInteger(), nullable=True, comment="Results-topic offset of the event."),
         sa.Column("indexed_at", sa.DateTime(), nullable=False),
