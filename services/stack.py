@@ -145,8 +145,13 @@ class LocalStack:
         kafka_storage: Literal["memory", "s3"] = "memory",
         detached: bool = False,
         startup_timeout_s: float = 30.0,
+        default_ports: bool = True,
     ) -> None:
+        """default_ports=False takes every port from the OS instead of preferring the defaults: a stack whose
+        servers a test stops for a while must not have its ports taken meanwhile by another stack on this
+        machine (they all prefer the defaults)."""
         self.root = Path(root).resolve()
+        self._default_ports = default_ports
         self._preferred_kafka_port = kafka_port
         self._preferred_s3_port = s3_port
         self._kafka_storage = kafka_storage
@@ -264,6 +269,7 @@ class LocalStack:
         """Start SeaweedFS `weed mini` on the stack's ports (same ports on a restart) and wait for S3."""
         state = self._require_state()
         if self._running_pid("weed", weed_binary()) is None:
+            self._wait_ports_free("weed", [p + offset for p in state.weed_ports.values() for offset in (0, _GRPC_OFFSET)])
             data = self._path("seaweedfs")
             data.mkdir(parents=True, exist_ok=True)
             ports = state.weed_ports
@@ -294,6 +300,7 @@ class LocalStack:
         """Start the Tansu broker and wait until it accepts connections."""
         state = self._require_state()
         if self._running_pid("tansu", tansu_binary()) is None:
+            self._wait_ports_free("tansu", [state.kafka_port])
             url = f"tcp://127.0.0.1:{state.kafka_port}"
             env = dict(os.environ)
             if state.kafka_storage == "s3":
@@ -354,15 +361,28 @@ class LocalStack:
 
     def _choose_ports(self) -> _StackState:
         taken: set[int] = set()
-        kafka_port = pick_port(self._preferred_kafka_port, taken)
+        # Port 0 is never usable, so pick_port falls through to a port the OS offers.
+        kafka_port = pick_port(self._preferred_kafka_port if self._default_ports else 0, taken)
         taken.add(kafka_port)
         weed_ports: dict[str, int] = {}
         preferred = {**_WEED_DEFAULT_PORTS, "s3": self._preferred_s3_port}
+        if not self._default_ports:
+            preferred = dict.fromkeys(preferred, 0)
         for role in _WEED_PORT_ROLES:
             port = pick_port(preferred[role], taken, with_grpc=True)
             weed_ports[role] = port
             taken.update({port, port + _GRPC_OFFSET})
         return _StackState(kafka_port=kafka_port, weed_ports=weed_ports, kafka_storage=self._kafka_storage)
+
+    def _wait_ports_free(self, name: str, ports: list[int]) -> None:
+        # Right after a stop the old process's sockets may hold a port for a moment; a restart waits for
+        # them instead of failing. A port still taken after the timeout is reported by the server's log.
+        deadline = time.monotonic() + self._startup_timeout_s / 3
+        while time.monotonic() < deadline and not all(port_is_free(port) for port in ports):
+            time.sleep(0.2)
+        busy = [port for port in ports if not port_is_free(port)]
+        if busy:
+            logger.warning("ports still taken before starting %s", name, extra={"service": name, "ports": busy})
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = self._path(f"{name}.log").open("ab")

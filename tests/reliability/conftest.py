@@ -1,5 +1,5 @@
 """Fixtures of the fault-injection suite: the shared stack fixtures of tests/integration (loaded by path:
-conftest files only apply to their own folder), a second stack whose broker keeps its log in the S3 server
+conftest files only apply to their own folder) on a stack of this suite's own, a second stack whose broker keeps its log in the S3 server
 (so it survives a broker restart), and the consumer commands.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ _spec = importlib.util.spec_from_file_location(
 assert _spec is not None and _spec.loader is not None
 _stack_fixtures = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_stack_fixtures)
-local_stack = _stack_fixtures.local_stack
 stack_endpoints = _stack_fixtures.stack_endpoints
 kafka_bootstrap = _stack_fixtures.kafka_bootstrap
 unique_name = _stack_fixtures.unique_name
@@ -36,21 +35,29 @@ store_for = _stack_fixtures.store_for
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STAND_IN_WORKER = PROJECT_ROOT / "tests" / "integration" / "statistics_inspector.py"
 STAND_IN_DOMAINS = ("washer", "fabric")
-# Small batches and a delay per batch stretch the stream so that a fault lands in its middle.
+# Small batches, one in flight at a time, and a delay per batch stretch the stream so that a fault lands in its middle.
 STREAM_BATCH = 4
-STAND_IN_DELAY_S = 0.1
+STAND_IN_DELAY_S = 0.25
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The shared fixtures' stack, but this suite's own, on ports no other stack prefers: other test runs on
+    this machine start stacks on the default ports, and would take ours while a fault has a server down."""
+    with LocalStack(tmp_path_factory.mktemp("fault-stack"), default_ports=False) as stack:
+        yield stack
 
 
 @pytest.fixture
 def stream_settings(service_settings: ServiceSettings) -> ServiceSettings:
     """The shared stack's fresh topics, group and buckets, with micro-batches small enough to fault between."""
-    return service_settings.model_copy(update={"max_poll_records": STREAM_BATCH})
+    return service_settings.model_copy(update={"max_poll_records": STREAM_BATCH, "max_in_flight": STREAM_BATCH})
 
 
 @pytest.fixture(scope="session")
 def persistent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A second LocalStack whose broker keeps its log in its S3 server (Tansu's s3:// storage engine)."""
-    with LocalStack(tmp_path_factory.mktemp("persistent-stack"), kafka_storage="s3") as stack:
+    with LocalStack(tmp_path_factory.mktemp("persistent-stack"), kafka_storage="s3", default_ports=False) as stack:
         yield stack
 
 
