@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +11,8 @@ from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
 from services.stream_commands import produce
+
+from .progress import configure_logging
 from services.index.commands import index_command
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="InCTRLv2 few-shot anomaly inspection.")
@@ -31,11 +32,12 @@ bench_app.command("stream")(bench_stream_command)
 
 
 @app.callback()
-def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v: debug logging, third-party libraries at INFO; -vv: everything at DEBUG.")
+    ] = 0,
+) -> None:
+    configure_logging(verbose)
 
 
 @app.command()
@@ -45,18 +47,23 @@ def predict(
     prompts: Annotated[Path, typer.Option(help="Folder of K normal reference images of the class.")],
     class_name: Annotated[str, typer.Option(help="Product name used in the text prompts, e.g. 'capsule'.")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
-    threshold: Annotated[float, typer.Option(help="Map level for the reported anomalous area.")] = 0.5,
+    threshold: Annotated[
+        Optional[float], typer.Option(help="Pixel threshold for area, boxes and outline; default: calibrated from the prompts.")
+    ] = None,
+    target_fpr: Annotated[float, typer.Option(help="False-positive rate the calibrated image threshold aims at.")] = 0.01,
     device: Annotated[Optional[str], typer.Option(help="torch device; default cuda when present.")] = None,
 ) -> None:
-    """Score images: per image a JSON, the map as 16-bit PNG and a heat-map overlay JPEG."""
+    """Score images: per image a JSON (score, verdict, map statistics, defect boxes), the map as 16-bit PNG
+    and an overlay JPEG on the calibrated colour range; output names are unique per input path."""
     from model import InCTRLv2
 
     from .predict import predict as run_predict
 
     detector = InCTRLv2.load(checkpoint, device=device)
-    records = run_predict(detector, prompts, class_name, images, out, threshold)
+    records = run_predict(detector, prompts, class_name, images, out, threshold, target_fpr)
     for record in records:
-        typer.echo(json.dumps({"image": record["image"], "score": round(record["score"], 4)}))
+        typer.echo(json.dumps({"image": record["image"], "output": record["output"], "score": round(record["score"], 4),
+                               "verdict": record["verdict"], "boxes": len(record["map"]["boxes"])}))  # fmt: skip
 
 
 @bench_app.command("model")

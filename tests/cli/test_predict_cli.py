@@ -59,3 +59,35 @@ def test_predict_reports_missing_checkpoint_and_empty_prompts(tmp_path: Path, ch
     assert missing.exit_code != 0 and "config.json not found" in str(missing.exception)
     empty = runner.invoke(app, ["predict", str(query), "--checkpoint", str(checkpoint), "--prompts", str(tmp_path / "empty"), *common])
     assert empty.exit_code != 0 and "holds no images" in str(empty.exception)
+
+
+def test_inputs_with_the_same_file_name_do_not_overwrite_each_other(tmp_path: Path, checkpoint: Path) -> None:
+    """good/000.png and bad/000.png: two sets of outputs, each from its own input."""
+    prompts = tmp_path / "prompts"
+    _write_images(prompts, 3, (64, 64), seed=0)
+    first = _write_images(tmp_path / "data" / "good", 1, (64, 64), seed=5)[0].rename(tmp_path / "data" / "good" / "000.png")
+    second_folder = tmp_path / "data" / "bad"
+    second_folder.mkdir(parents=True)
+    pixels = np.full((64, 64, 3), 255, dtype=np.uint8)
+    Image.fromarray(pixels).save(second_folder / "000.png")
+    second = second_folder / "000.png"
+    out = tmp_path / "out"
+    args = ["predict", str(first), str(second), str(first), "--checkpoint", str(checkpoint), "--prompts", str(prompts)]
+    result = CliRunner().invoke(app, [*args, "--class-name", "widget", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    names = {path.name for path in out.iterdir()}
+    assert {"good__000.json", "bad__000.json", "good__000-2.json"} <= names
+    records = {name: json.loads((out / f"{name}.json").read_text()) for name in ("good__000", "bad__000")}
+    assert records["good__000"]["image"] == str(first) and records["bad__000"]["image"] == str(second)
+    assert records["good__000"]["score"] != records["bad__000"]["score"]
+    for record in records.values():
+        assert record["calibration"]["method"] == "leave-one-out" and record["verdict"] in ("normal", "anomalous")
+        assert record["map"]["threshold"] == record["calibration"]["pixel_threshold"]
+
+
+def test_output_names_keep_stems_within_one_folder(tmp_path: Path) -> None:
+    from inctrl.predict import output_names
+
+    assert output_names([tmp_path / "a.png", tmp_path / "b.png"]) == ["a", "b"]
+    assert output_names([tmp_path / "x" / "a b.png", tmp_path / "y" / "z" / "a b.png"]) == ["x__a_b", "y__z__a_b"]
+    assert output_names([tmp_path / "a.png", tmp_path / "a.jpg"]) == ["a", "a-2"]
