@@ -1,7 +1,7 @@
 """Settings of the Serve replicas that are not part of the deployment shape (INCTRL_* environment)."""
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,12 +16,6 @@ class ServingSettings(BaseSettings):
         30.0, ge=0.0, description="How often a cached domain's current.json is re-read to pick up new references."
     )
     inspect_timeout_s: float = Field(120.0, gt=0, description="Longest wait of the consumer for one batch's outcomes.")
-    detector_timeout_s: float = Field(
-        60.0,
-        gt=0,
-        description="Longest wait of the ingress for one frame's detector answer; then the frame is retryable. "
-        "Below inspect_timeout_s, so a slow frame comes back retryable instead of failing its whole call.",
-    )
     max_aspect_ratio: float = Field(
         64.0, ge=1.0, description="Frames with a longer side / shorter side above this are rejected before resizing."
     )
@@ -36,12 +30,4 @@ class ServingSettings(BaseSettings):
     retry_after_s: int = Field(
         2, ge=1, description="Retry-After of the ingress's 503 answers (overload, replica lost, timeout)."
     )
-
-    @model_validator(mode="after")
-    def _timeouts_nest(self) -> ServingSettings:
-        if self.detector_timeout_s >= self.inspect_timeout_s:
-            raise ValueError(
-                f"detector_timeout_s ({self.detector_timeout_s}) must be below inspect_timeout_s ({self.inspect_timeout_s})"
-            )
-        return self
     max_references: int = Field(64, ge=1, description="Most reference images (K) one domain version may hold.")
