@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from inctrl.reliability.bench import bench_reliability_command
 from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
@@ -29,6 +30,7 @@ app.command("consume")(consume_command)
 app.command("demo")(demo_command)
 app.command("index")(index_command)
 bench_app.command("stream")(bench_stream_command)
+bench_app.command("reliability")(bench_reliability_command)
 
 
 @app.callback()

@@ -44,6 +44,14 @@ class ObjectStoreError(RuntimeError):
     """The object store answered but refused part of an operation; the message names what failed."""
 
 
+class PreconditionFailed(ObjectStoreError):
+    """A conditional write lost: the object already exists (create) or changed since it was read (replace)."""
+
+
+# How S3 servers answer a conditional PUT that lost: 412, or AWS's 409 when two such writes overlap.
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+
+
 class ObjectStoreUnavailable(RuntimeError):
     """The object store kept failing until the retry deadline passed; nothing was dropped silently."""
 
@@ -191,6 +199,42 @@ class ObjectStore:
             response = self._client.get_object(bucket, key)
             try:
                 return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._with_retry(f"get s3://{bucket}/{key}", read)
+
+    def put_bytes_if(
+        self, bucket: str, key: str, data: bytes, etag: str | None, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Write one object only if it is absent (etag None: If-None-Match: *) or still has `etag` (If-Match).
+
+        Returns the new ETag; raises PreconditionFailed when the condition does not hold. A transient failure
+        is retried like any write, so a write that landed before its answer was lost reads as
+        PreconditionFailed on the retry: callers that need to tell compare the stored bytes with theirs.
+        """
+        condition = {"If-None-Match": "*"} if etag is None else {"If-Match": f'"{etag}"'}
+        headers = {"Content-Type": content_type, **condition}
+
+        def put() -> str:
+            try:
+                # minio 7.2's put_object sends unknown headers as x-amz-meta-*; its PutObject call sends them as given.
+                return self._client._put_object(bucket, key, data, headers=headers).etag  # noqa: SLF001
+            except S3Error as error:
+                if error.code in _PRECONDITION_CODES:
+                    raise PreconditionFailed(f"conditional put s3://{bucket}/{key} ({next(iter(condition))}): {error.code}") from error
+                raise
+
+        return self._with_retry(f"conditional put s3://{bucket}/{key}", put)
+
+    def get_bytes_and_etag(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """Read one object whole with its ETag (for a later put_bytes_if); a missing object raises S3Error NoSuchKey."""
+
+        def read() -> tuple[bytes, str]:
+            response = self._client.get_object(bucket, key)
+            try:
+                return response.read(), response.headers.get("ETag", "").strip('"')
             finally:
                 response.close()
                 response.release_conn()

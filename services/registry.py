@@ -2,13 +2,37 @@
 
 Layout under the registry prefix (settings.registry_prefix, e.g. s3://inctrl-models/registry/):
 
-    {domain}/v{N}/bank.safetensors   PromptBank.to_bytes(): the features, self-describing
-    {domain}/v{N}/domain.json        DomainRecord: class name, K, threshold, backbone id, created, version
-    {domain}/current.json            DomainPointer: which version serves; written last, so a reader never
-                                     sees a version whose objects are incomplete
+    {domain}/v{N}/references/{i}.png   the K reference images (8-bit PNG, bank order), so a version can be
+                                       extended (add_references) without the original files
+    {domain}/v{N}/calibration/{i}.png  the separate normal set the threshold was calibrated on, if any
+    {domain}/v{N}/bank.safetensors     PromptBank.to_bytes(): the features, self-describing
+    {domain}/v{N}/domain.json          DomainRecord: class name, K, thresholds, who/when/why, parent version,
+                                       sha256 of the bank; written last: a version is complete once it exists
+    {domain}/current.json              DomainPointer: the serving version and the sha256 of its domain.json,
+                                       the domain's version counter, and after a delete its tombstone
 
-Versions are never overwritten: replacing a domain's references writes v{N+1} and then moves the pointer,
-so replicas that re-read current.json pick the new bank up without a restart.
+Versions are never overwritten and never reused: replacing or extending a domain's references writes a new
+version and then moves the pointer, so replicas that re-read current.json pick the new bank up without a
+restart. Rolling back (activate) only moves the pointer.
+
+Concurrency. Every change of current.json is a compare-and-swap: read it with its ETag, compute the new
+pointer, PUT it with If-Match (If-None-Match: * when absent), and on 412 re-read and decide again. SeaweedFS
+(4.48, checked here), MinIO and AWS S3 honour both headers on PUT; a server that ignored them would turn
+every guarantee below into last-writer-wins, so each registry checks once, before its first write, that a
+second If-None-Match create is refused, and refuses to write otherwise. On that primitive:
+- a version number is allocated by bumping current.json's counter (last_version), so two writers never
+  share one, and a delete keeps the counter (the pointer becomes a tombstone): numbers are never reused and
+  a cache keyed by version never serves a deleted bank under a new registration;
+- a version's objects are created with If-None-Match, so nothing ever overwrites them;
+- register moves the pointer to its version whatever is current (the last to finish serves); add_references
+  only if the version it extended is still current, else it rebuilds on the new current version (the stale
+  version stays stored, never served unless activated); activate only if the pointer did not move between
+  its read and its write (and, given expected_version, only from that version), else ConcurrentUpdateError;
+- a registration whose version a concurrent delete covered is refused rather than resurrected half-swept.
+The limit: the guarantee covers writers going through this protocol on a server that honours conditional
+PUT. Objects changed behind it are caught by digests (the pointer's sha256 of domain.json, the record's
+sha256 of the bank) when a version is loaded, and refused as CorruptDomainError; an old pointer without a
+digest (written before it existed) is trusted by version alone until its next move.
 
 Thresholds are given or calibrated from normal images only (no defects are needed to register a domain):
 calibrate_threshold (model/calibration.py) scores a separate normal set against the full bank, or each of
@@ -18,32 +42,46 @@ map's display range; defect images, when given, only report the recall that thre
 """
 from __future__ import annotations
 
-import json
+import hashlib
+import io
 import logging
+import random
 import re
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from minio.error import S3Error
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from PIL import Image
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from model import InCTRLv2, PromptBank
 from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
 from services.deployment_config import DOMAIN_NAME_PATTERN
-from services.object_store import ObjectStore
+from services.object_store import ObjectStore, PreconditionFailed
 from services.result_encoding import ImageDecodeError, decode_image
 from services.serving.image_batch import stack_for_backbone
+from services.serving.serving_settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+DEFAULT_MAX_REFERENCES: int = ServingSettings.model_fields["max_references"].default
 _VERSION_DIR = re.compile(r"^v(\d+)/")
+_VERSION_RECORD = re.compile(r"^v(\d+)/domain\.json$")
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound"}
+# Compare-and-swap contention: each lost attempt means another writer's attempt landed, so a few dozen
+# attempts cover that many simultaneous writers; jittered so the losers do not collide again in step.
+_CAS_ATTEMPTS = 50
+_CAS_BACKOFF_S = 0.02
+# add_references rebuilds on the new current version when another change lands first; more is a storm.
+_REBASE_ATTEMPTS = 3
 
 
 class RegistryError(ValueError):
@@ -52,6 +90,14 @@ class RegistryError(ValueError):
 
 class UnknownDomainError(RegistryError, LookupError):
     """The domain has no registered version."""
+
+
+class ConcurrentUpdateError(RegistryError):
+    """Another writer changed the domain between this request's read and its conditional write; nothing changed."""
+
+
+class CorruptDomainError(RegistryError):
+    """A stored version's objects do not match the digests its pointer and record carry, or do not parse."""
 
 
 class ThresholdCalibration(BaseModel):
@@ -78,7 +124,7 @@ class ThresholdCalibration(BaseModel):
 
 
 class DomainRecord(BaseModel):
-    """domain.json of one version."""
+    """domain.json of one version. Fields added after the first records have defaults, so those still load."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,6 +137,18 @@ class DomainRecord(BaseModel):
     backbone_id: str
     created: AwareDatetime
     source: str = Field(description="Where the reference images came from (folder or s3:// prefix).")
+    actor: str = Field("unknown", description="Who made this version ('unknown' on records from before actors).")
+    note: str | None = Field(None, description="Why, in the actor's words (e.g. the frame a reviewer marked normal).")
+    parent_version: int | None = Field(
+        None, ge=1, description="The version whose references this one extends (add_references); None for a registration."
+    )
+    references: list[str] = Field(
+        default_factory=list, description="Reference image files under v{N}/references/, in bank order; empty before they were kept."
+    )
+    calibration_images: list[str] = Field(
+        default_factory=list, description="The normal set under v{N}/calibration/ the threshold was calibrated on."
+    )
+    bank_sha256: str | None = Field(None, description="sha256 of bank.safetensors; None on records from before digests.")
 
     @property
     def reference_version(self) -> str:
@@ -99,20 +157,38 @@ class DomainRecord(BaseModel):
 
 
 class DomainPointer(BaseModel):
-    """current.json: the version a domain serves."""
+    """current.json: the serving version, the domain's version counter and, after a delete, its tombstone.
+
+    Only ever replaced by compare-and-swap (see the module docstring). Pointers written before the counter
+    existed hold only version and updated, and still load.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int = Field(ge=1)
+    version: int | None = Field(
+        ge=1, description="The version replicas serve; None after a delete, or before the first registration lands."
+    )
     updated: AwareDatetime
+    last_version: int = Field(0, ge=0, description="Highest version number ever allocated; the next is one more.")
+    deleted_through: int = Field(0, ge=0, description="Versions up to this one were deleted and never come back.")
+    digest: str | None = Field(None, description="sha256 of the serving version's domain.json: what the bank cache keys on.")
+    actor: str | None = Field(None, description="Who made the last change.")
+    revision: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="Unique per write, so a writer can recognise its own write."
+    )
+
+    def next_version(self) -> int:
+        """The number a new version gets: above every one allocated, served or deleted."""
+        return max(self.last_version, self.version or 0, self.deleted_through) + 1
 
 
 @dataclass(frozen=True)
 class RegisteredDomain:
-    """A domain's record and its bank, as replicas load it."""
+    """A domain's record and its bank, as replicas load it; digest is the sha256 of its domain.json."""
 
     record: DomainRecord
     bank: PromptBank
+    digest: str
 
 
 def check_domain_name(name: str) -> str:
@@ -192,17 +268,71 @@ def calibrate_threshold(
     return chosen, calibration
 
 
-class DomainRegistry:
-    """Registered domains under one s3:// prefix."""
+def encode_reference(image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, bytes]:
+    """A (C, H, W) or (H, W) image in [0, 1] -> (its 8-bit PNG, decoded back to (3, H, W) float32; the PNG bytes).
 
-    def __init__(self, store: ObjectStore, prefix: str) -> None:
+    The bank is built from the decoded array, so a version rebuilt from its stored PNGs has the same bank.
+    """
+    array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if array.shape[0] == 1:
+        array = np.repeat(array, 3, axis=0)
+    levels = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(levels.transpose(1, 2, 0))).save(buffer, format="PNG")
+    return levels.astype(np.float32) / 255.0, buffer.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Images:
+    """Images of a new version: what the bank is built from and the PNG files stored with it."""
+
+    arrays: list[np.ndarray]
+    files: list[bytes]
+
+    @classmethod
+    def encode(cls, images: Sequence[np.ndarray | torch.Tensor]) -> _Images:
+        pairs = [encode_reference(image) for image in images]
+        return cls([array for array, _ in pairs], [png for _, png in pairs])
+
+    def names(self) -> list[str]:
+        return [f"{i:03d}.png" for i in range(len(self.files))]
+
+    def __add__(self, other: _Images) -> _Images:
+        return _Images(self.arrays + other.arrays, self.files + other.files)
+
+
+@dataclass(frozen=True)
+class _StoredRecord:
+    record: DomainRecord
+    digest: str  # sha256 of its domain.json
+
+
+class _ParentMoved(Exception):
+    """add_references: the version it extended is no longer current."""
+
+
+class DomainRegistry:
+    """Registered domains under one s3:// prefix; safe for concurrent writers (see the module docstring)."""
+
+    def __init__(self, store: ObjectStore, prefix: str, max_references: int = DEFAULT_MAX_REFERENCES) -> None:
+        if max_references < 1:
+            raise ValueError(f"max_references must be >= 1, got {max_references}")
         self._store = store
         self.bucket, self._prefix = split_s3_prefix(prefix)
         self.uri = f"s3://{self.bucket}/{self._prefix}"
+        self.max_references = max_references
+        self._conditional_writes_checked = False
 
     def _key(self, domain: str, *parts: str) -> str:
         return f"{self._prefix}{domain}/" + "/".join(parts)
 
+    # -- writes -----------------------------------------------------------------------------------------
     def register(
         self,
         name: str,
@@ -212,79 +342,376 @@ class DomainRegistry:
         threshold: float | None = None,
         calibration_images: Sequence[np.ndarray | torch.Tensor] | None = None,
         source: str = "<memory>",
+        actor: str = "cli",
+        note: str | None = None,
     ) -> DomainRecord:
-        """Build the bank from K >= 1 normal images, store version N+1 and point current.json at it."""
+        """Build the bank from K >= 1 normal images, store it as a new version and make that current."""
         check_domain_name(name)
         if not class_name.strip():
             raise RegistryError(f"domain {name!r}: class name is empty")
         if not images:
             raise RegistryError(f"domain {name!r}: no reference images")
+        self._check_reference_count(name, len(images))
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise RegistryError(f"domain {name!r}: threshold {threshold} is outside [0, 1]")
         size = detector.backbone.image_size
-        references = stack_for_backbone(images, size, "reference images")
-        bank = detector.build_prompt_bank(references, class_name)
-        if threshold is None:
-            normals = stack_for_backbone(calibration_images, size, "calibration images") if calibration_images else None
-            threshold, calibration = calibrate_threshold(detector, references, class_name, normals)
-        else:
-            calibration = ThresholdCalibration(method="given")
-        self._store.ensure_bucket(self.bucket)
-        version = max(self.versions(name), default=0) + 1
-        now = datetime.now(timezone.utc)
-        record = DomainRecord(
-            name=name, version=version, class_name=class_name, shots=bank.shots, threshold=threshold,
-            calibration=calibration, backbone_id=bank.backbone_id, created=now, source=source,
+        stack_for_backbone(images, size, "reference images")  # refuses malformed images before anything is encoded
+        references = _Images.encode(images)
+        normals = None
+        if calibration_images:
+            stack_for_backbone(calibration_images, size, "calibration images")
+            normals = _Images.encode(calibration_images)
+        self._check_conditional_writes()
+        return self._store_version(
+            name, class_name, references, normals, detector, threshold, source, actor, note, parent_version=None
         )  # fmt: skip
-        self._store.put_bytes(self.bucket, self._key(name, f"v{version}", "bank.safetensors"), bank.to_bytes())
-        self._store.put_json(self.bucket, self._key(name, f"v{version}", "domain.json"), record)
-        self._store.put_json(self.bucket, self._key(name, "current.json"), DomainPointer(version=version, updated=now))
-        logger.info(
-            "domain registered",
-            extra={"domain": name, "version": version, "shots": bank.shots, "threshold": threshold, "method": calibration.method},
-        )
-        return record
 
-    def versions(self, name: str) -> list[int]:
-        """Stored versions of a domain, ascending."""
+    def add_references(
+        self,
+        name: str,
+        images: Sequence[np.ndarray | torch.Tensor],
+        detector: InCTRLv2,
+        actor: str,
+        note: str | None = None,
+        source: str = "<review>",
+    ) -> DomainRecord:
+        """A new version: the current version's references plus `images`, recalibrated, made current.
+
+        A given threshold stays as given; a calibrated one is recalibrated the way it was (on the stored
+        normal set, or leave-one-out). If another change lands first, this rebuilds on the new current version.
+        """
+        check_domain_name(name)
+        if not images:
+            raise RegistryError(f"domain {name!r}: no reference images to add")
+        stack_for_backbone(images, detector.backbone.image_size, "added reference images")
+        added = _Images.encode(images)
+        self._check_conditional_writes()
+        for attempt in range(1, _REBASE_ATTEMPTS + 1):
+            parent = self.show(name)
+            if not parent.references:
+                raise RegistryError(
+                    f"domain {name!r} v{parent.version} was registered before reference images were kept; "
+                    "register it again with all its reference images"
+                )
+            self._check_reference_count(name, parent.shots + len(added.files))
+            references = self._stored_images(parent, "references", parent.references) + added
+            normals = self._stored_images(parent, "calibration", parent.calibration_images) if parent.calibration_images else None
+            threshold = parent.threshold if parent.calibration.method == "given" else None
+            try:
+                return self._store_version(
+                    name, parent.class_name, references, normals, detector, threshold, source, actor, note,
+                    parent_version=parent.version,
+                )  # fmt: skip
+            except _ParentMoved:
+                logger.info("domain changed while adding references, rebuilding", extra={"domain": name, "attempt": attempt})
+        raise ConcurrentUpdateError(f"domain {name!r} changed under {_REBASE_ATTEMPTS} attempts to add references; try again")
+
+    def activate(self, name: str, version: int, actor: str, expected_version: int | None = None) -> DomainRecord:
+        """Make a stored version current again (rollback or roll-forward) by compare-and-swap of current.json.
+
+        Refused with ConcurrentUpdateError, changing nothing, when the current version moves between this
+        call's read and its write, or (given expected_version) when that is not the current version.
+        """
+        check_domain_name(name)
+        target = self._read_record(name, version)
+        self._check_conditional_writes()
+        seen: list[int] = []
+
+        def point(current: DomainPointer | None) -> DomainPointer:
+            if current is None or current.version is None:
+                raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri}")
+            if version <= current.deleted_through:
+                raise UnknownDomainError(f"domain {name!r} v{version} was deleted")
+            if expected_version is not None and current.version != expected_version:
+                raise ConcurrentUpdateError(
+                    f"domain {name!r}: v{current.version} is current, not v{expected_version}; v{version} was not activated"
+                )
+            seen.append(current.version)
+            if current.version != seen[0]:
+                raise ConcurrentUpdateError(
+                    f"domain {name!r} moved from v{seen[0]} to v{current.version} (by {current.actor}) "
+                    f"while v{version} was being activated; nothing changed"
+                )
+            return self._pointer(current, version=version, digest=target.digest, actor=actor)
+
+        self._compare_and_swap(name, point)
+        logger.info("domain activated", extra={"domain": name, "version": version, "previous": seen[0], "actor": actor})
+        return target.record
+
+    def delete(self, name: str, actor: str = "cli") -> int:
+        """Remove every version of a domain; returns the objects removed.
+
+        The pointer becomes a tombstone first (readers stop at once), keeping the version counter, so the
+        next registration gets a higher number; then the deleted versions' objects go.
+        """
+        check_domain_name(name)
+        self._check_conditional_writes()
+        stored = max(self._version_numbers(name, _VERSION_DIR), default=0)
+
+        def tombstone(current: DomainPointer | None) -> DomainPointer:
+            if current is None or current.version is None:
+                raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri}")
+            through = max(current.next_version() - 1, stored)
+            return self._pointer(current, version=None, digest=None, last_version=through, deleted_through=through, actor=actor)
+
+        pointer = self._compare_and_swap(name, tombstone)
         base = self._key(name)
-        matches = (_VERSION_DIR.match(key[len(base) :]) for key in self._keys(base))
-        return sorted({int(match.group(1)) for match in matches if match})
+        doomed = []
+        for key in self._keys(base):
+            match = _VERSION_DIR.match(key[len(base) :])
+            if match and int(match.group(1)) <= pointer.deleted_through:
+                doomed.append(key)
+        for key in doomed:
+            self._store.delete(self.bucket, key)
+        logger.info("domain deleted", extra={"domain": name, "objects": len(doomed), "through": pointer.deleted_through, "actor": actor})
+        return len(doomed)
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def current(self, name: str) -> DomainPointer:
+        """current.json of a serving domain; UnknownDomainError when it has none (never registered or deleted)."""
+        check_domain_name(name)
+        pointer, _ = self._read_pointer(name)
+        if pointer is None or pointer.version is None:
+            raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri}")
+        return pointer
 
     def current_version(self, name: str) -> int:
         """The version current.json points at; UnknownDomainError when there is none."""
+        version = self.current(name).version
+        assert version is not None  # current() refuses a pointer without one
+        return version
+
+    def versions(self, name: str) -> list[int]:
+        """Complete, not deleted versions of a domain, ascending."""
+        pointer, _ = self._read_pointer(name)
+        deleted = pointer.deleted_through if pointer else 0
+        return sorted(v for v in self._version_numbers(name, _VERSION_RECORD) if v > deleted)
+
+    def history(self, name: str) -> list[DomainRecord]:
+        """Every stored version's record, ascending (the current one among them; see current_version)."""
         check_domain_name(name)
-        document = self._get_json(name, self._key(name, "current.json"))
-        return DomainPointer.model_validate(document).version
+        if self._read_pointer(name)[0] is None:
+            raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri}")
+        return [self.show(name, version) for version in self.versions(name)]
 
     def show(self, name: str, version: int | None = None) -> DomainRecord:
         """The record of a version (default: the current one)."""
-        version = version or self.current_version(name)
-        return DomainRecord.model_validate(self._get_json(name, self._key(name, f"v{version}", "domain.json")))
+        return self._read_record(name, version).record
 
     def load(self, name: str, version: int | None = None) -> RegisteredDomain:
-        """Record and bank of a version (default: the current one)."""
-        record = self.show(name, version)
+        """Record and bank of a version (default: the current one), checked against their digests."""
+        found = self._read_record(name, version)
+        record = found.record
         key = self._key(name, f"v{record.version}", "bank.safetensors")
-        bank = PromptBank.from_bytes(self._get_bytes(name, key), source=f"s3://{self.bucket}/{key}")
-        return RegisteredDomain(record=record, bank=bank)
+        data = self._get_bytes(name, key)
+        if record.bank_sha256 is not None and _sha256(data) != record.bank_sha256:
+            raise CorruptDomainError(f"domain {record.reference_version}: s3://{self.bucket}/{key} does not match the sha256 in its domain.json")
+        bank = PromptBank.from_bytes(data, source=f"s3://{self.bucket}/{key}")
+        return RegisteredDomain(record=record, bank=bank, digest=found.digest)
 
     def list(self) -> list[DomainRecord]:
-        """Current records of every registered domain, by name."""
+        """Current records of every serving domain, by name."""
         pointers = [key for key in self._keys(self._prefix) if key.endswith("/current.json")]
         names = sorted(key[len(self._prefix) :].split("/", 1)[0] for key in pointers)
-        return [self.show(name) for name in names]
+        records = []
+        for name in names:
+            try:
+                records.append(self.show(name))
+            except UnknownDomainError:  # deleted: its pointer is a tombstone
+                continue
+        return records
 
-    def delete(self, name: str) -> int:
-        """Remove every version of a domain (pointer first, so readers stop at once); returns objects removed."""
-        self.current_version(name)
-        keys = self._keys(self._key(name))
-        pointer = self._key(name, "current.json")
-        ordered = [pointer] + [key for key in keys if key != pointer]
-        for key in ordered:
-            self._store.delete(self.bucket, key)
-        logger.info("domain deleted", extra={"domain": name, "objects": len(ordered)})
-        return len(ordered)
+    # -- internals --------------------------------------------------------------------------------------
+    def _check_reference_count(self, name: str, count: int) -> None:
+        if count > self.max_references:
+            raise RegistryError(
+                f"domain {name!r}: {count} reference images, above the limit of {self.max_references} per version (max_references)"
+            )
+
+    def _check_conditional_writes(self) -> None:
+        """Refuse to write through a server that ignores If-None-Match (see the module docstring)."""
+        if self._conditional_writes_checked:
+            return
+        self._store.ensure_bucket(self.bucket)
+        key = f"{self._prefix}.conditional-write-check"
+        self._store.put_bytes(self.bucket, key, b"")
+        try:
+            self._store.put_bytes_if(self.bucket, key, b"second", etag=None)
+        except PreconditionFailed:
+            self._conditional_writes_checked = True
+            return
+        raise RegistryError(
+            f"the S3 server {self._store.endpoint} ignores If-None-Match on PUT; the registry {self.uri} needs "
+            "conditional writes to keep concurrent changes apart and does not write without them"
+        )
+
+    def _store_version(
+        self,
+        name: str,
+        class_name: str,
+        references: _Images,
+        normals: _Images | None,
+        detector: InCTRLv2,
+        threshold: float | None,
+        source: str,
+        actor: str,
+        note: str | None,
+        parent_version: int | None,
+    ) -> DomainRecord:
+        """Build, calibrate, allocate a number, create the objects, move the pointer; returns the record."""
+        size = detector.backbone.image_size
+        reference_batch = stack_for_backbone(references.arrays, size, "reference images")
+        bank = detector.build_prompt_bank(reference_batch, class_name)
+        normal_batch = stack_for_backbone(normals.arrays, size, "calibration images") if normals else None
+        threshold, calibration = calibrate_threshold(detector, reference_batch, class_name, normal_batch, threshold=threshold)
+        bank_bytes = bank.to_bytes()
+        version = self._allocate(name, actor)
+        record = DomainRecord(
+            name=name, version=version, class_name=class_name, shots=bank.shots, threshold=threshold,
+            calibration=calibration, backbone_id=bank.backbone_id, created=datetime.now(timezone.utc), source=source,
+            actor=actor, note=note, parent_version=parent_version, references=references.names(),
+            calibration_images=normals.names() if normals else [], bank_sha256=_sha256(bank_bytes),
+        )  # fmt: skip
+        for file_name, data in zip(record.references, references.files):
+            self._create(name, self._key(name, f"v{version}", "references", file_name), data, "image/png")
+        for file_name, data in zip(record.calibration_images, normals.files if normals else []):
+            self._create(name, self._key(name, f"v{version}", "calibration", file_name), data, "image/png")
+        self._create(name, self._key(name, f"v{version}", "bank.safetensors"), bank_bytes, "application/octet-stream")
+        document = record.model_dump_json().encode()
+        self._create(name, self._key(name, f"v{version}", "domain.json"), document, "application/json")
+        digest = _sha256(document)
+
+        def point(current: DomainPointer | None) -> DomainPointer:
+            if current is None or version <= current.deleted_through:
+                raise RegistryError(f"domain {name!r} was deleted while v{version} was being stored; nothing is served")
+            if parent_version is not None and current.version != parent_version:
+                raise _ParentMoved()
+            return self._pointer(current, version=version, digest=digest, actor=actor)
+
+        self._compare_and_swap(name, point)
+        logger.info(
+            "domain version stored",
+            extra={
+                "domain": name, "version": version, "parent": parent_version, "shots": bank.shots, "threshold": threshold,
+                "method": calibration.method, "actor": actor,
+            },
+        )  # fmt: skip
+        return record
+
+    def _allocate(self, name: str, actor: str) -> int:
+        """A version number no other writer gets, before or after: the pointer's counter, bumped by CAS."""
+        stored: list[int] = []
+
+        def bump(current: DomainPointer | None) -> DomainPointer:
+            if current is None or current.last_version == 0:  # a new domain, or a pointer from before the counter
+                if not stored:
+                    stored.append(max(self._version_numbers(name, _VERSION_DIR), default=0))
+                floor = max(stored[0], current.next_version() - 1 if current else 0)
+            else:
+                floor = current.next_version() - 1
+            if current is None:
+                return DomainPointer(version=None, updated=datetime.now(timezone.utc), last_version=floor + 1, actor=actor)
+            return self._pointer(current, last_version=floor + 1)
+
+        return self._compare_and_swap(name, bump).last_version
+
+    @staticmethod
+    def _pointer(current: DomainPointer, **changes: Any) -> DomainPointer:
+        """current with `changes`, a fresh revision and time, validated."""
+        fields = current.model_dump(exclude={"revision", "updated"})
+        return DomainPointer.model_validate({**fields, **changes, "updated": datetime.now(timezone.utc)})
+
+    def _compare_and_swap(self, name: str, change: Callable[[DomainPointer | None], DomainPointer]) -> DomainPointer:
+        """Replace current.json by change(what it holds now), conditionally on it not changing meanwhile.
+
+        `change` may raise to refuse; it runs again on the fresh pointer after every lost race.
+        """
+        key = self._key(name, "current.json")
+        for attempt in range(_CAS_ATTEMPTS):
+            current, etag = self._read_pointer(name)
+            proposed = change(current)
+            payload = proposed.model_dump_json().encode()
+            try:
+                self._store.put_bytes_if(self.bucket, key, payload, etag, "application/json")
+                return proposed
+            except PreconditionFailed:
+                if self._holds(key, payload):  # our write landed and only its answer was lost
+                    return proposed
+            time.sleep(random.uniform(0.0, _CAS_BACKOFF_S * (attempt + 1)))
+        raise ConcurrentUpdateError(f"domain {name!r}: current.json kept changing under {_CAS_ATTEMPTS} conditional writes")
+
+    def _create(self, name: str, key: str, data: bytes, content_type: str) -> None:
+        """Create an object that must not exist yet (version objects are written once)."""
+        try:
+            self._store.put_bytes_if(self.bucket, key, data, None, content_type)
+        except PreconditionFailed as error:
+            if not self._holds(key, data):
+                raise ConcurrentUpdateError(
+                    f"domain {name!r}: s3://{self.bucket}/{key} already exists with other content; its version was "
+                    "written by a writer outside this registry's protocol"
+                ) from error
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return self._store.get_bytes(self.bucket, key) == data
+        except S3Error as error:
+            if error.code in _MISSING:
+                return False
+            raise
+
+    def _read_pointer(self, name: str) -> tuple[DomainPointer | None, str | None]:
+        key = self._key(name, "current.json")
+        try:
+            data, etag = self._store.get_bytes_and_etag(self.bucket, key)
+        except S3Error as error:
+            if error.code in _MISSING or error.code == "NoSuchBucket":
+                return None, None
+            raise
+        try:
+            return DomainPointer.model_validate_json(data), etag
+        except ValidationError as error:
+            raise CorruptDomainError(f"domain {name!r}: s3://{self.bucket}/{key} is not a valid pointer: {error}") from error
+
+    def _read_record(self, name: str, version: int | None) -> _StoredRecord:
+        """A version's record (default: the current one), checked against the pointer's digest when it serves."""
+        check_domain_name(name)
+        pointer, _ = self._read_pointer(name)
+        if pointer is None or (version is None and pointer.version is None):
+            raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri}")
+        version = version or pointer.version
+        assert version is not None
+        if version <= pointer.deleted_through:
+            raise UnknownDomainError(f"domain {name!r} v{version} was deleted")
+        key = self._key(name, f"v{version}", "domain.json")
+        data = self._get_bytes(name, key)
+        digest = _sha256(data)
+        if pointer.version == version and pointer.digest is not None and digest != pointer.digest:
+            raise CorruptDomainError(f"domain {name}/v{version}: s3://{self.bucket}/{key} does not match the sha256 in current.json")
+        try:
+            record = DomainRecord.model_validate_json(data)
+        except ValidationError as error:
+            raise CorruptDomainError(f"domain {name}/v{version}: s3://{self.bucket}/{key} is not a valid record: {error}") from error
+        if (record.name, record.version) != (name, version):
+            raise CorruptDomainError(f"domain {name}/v{version}: s3://{self.bucket}/{key} holds {record.reference_version}")
+        return _StoredRecord(record, digest)
+
+    def _stored_images(self, record: DomainRecord, folder: str, files: Sequence[str]) -> _Images:
+        """A version's stored PNGs, as the images its bank was built from."""
+        arrays, data = [], []
+        for file_name in files:
+            key = self._key(record.name, f"v{record.version}", folder, file_name)
+            png = self._get_bytes(record.name, key)
+            try:
+                arrays.append(decode_image(png))
+            except ImageDecodeError as error:
+                raise CorruptDomainError(f"domain {record.reference_version}: s3://{self.bucket}/{key}: {error}") from error
+            data.append(png)
+        return _Images(arrays, data)
+
+    def _version_numbers(self, name: str, pattern: re.Pattern[str]) -> set[int]:
+        base = self._key(name)
+        matches = (pattern.match(key[len(base) :]) for key in self._keys(base))
+        return {int(match.group(1)) for match in matches if match}
 
     def _keys(self, prefix: str) -> list[str]:
         try:
@@ -301,6 +728,3 @@ class DomainRegistry:
             if error.code in _MISSING or error.code == "NoSuchBucket":
                 raise UnknownDomainError(f"domain {name!r} is not registered in {self.uri} (missing {key})") from error
             raise
-
-    def _get_json(self, name: str, key: str) -> object:
-        return json.loads(self._get_bytes(name, key))

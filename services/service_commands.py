@@ -1,12 +1,13 @@
 """CLI of the online system: domain registry, the Serve app, the Kafka consumer, the stream bench, the demo.
 
 Mount on the root CLI:
-    app.add_typer(domain_app, name="domain")        # inctrl domain register|list|show|delete
+    app.add_typer(domain_app, name="domain")        # inctrl domain register|add-references|versions|activate|list|show|delete
     app.add_typer(service_app)                      # inctrl serve, inctrl consume, inctrl demo
     app.add_typer(bench_stream_app, name="bench")   # inctrl bench stream (or add its command to an existing bench group)
 """
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import tempfile
@@ -26,17 +27,34 @@ from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-domain_app = typer.Typer(help="Register, list, show and delete inspection domains (reference images per product).")
+domain_app = typer.Typer(
+    help="Register, extend, list, show, roll back and delete inspection domains (versioned reference images per product)."
+)
 service_app = typer.Typer(help="Run the online inspection service.")
 bench_stream_app = typer.Typer(help="Throughput and latency benchmarks of the streaming path.")
 
 _REGISTRY_OPTION = typer.Option(None, "--registry", help="s3:// registry prefix (default: INCTRL_REGISTRY_PREFIX).")
+_ACTOR_OPTION = typer.Option(None, "--actor", help="Who makes the change, kept in the version's record (default: the OS user).")
+_NOTE_OPTION = typer.Option(None, "--note", help="Why, kept in the version's record.")
+_CHECKPOINT_OPTION = typer.Option(
+    None, "--checkpoint", help="Checkpoint folder or s3:// URI (default: INCTRL_CHECKPOINT_URI)."
+)
 
 
 def _registry(prefix: str | None) -> tuple[DomainRegistry, ObjectStore, ServiceSettings]:
     settings = ServiceSettings()
     store = ObjectStore.from_settings(settings)
-    return DomainRegistry(store, prefix or settings.registry_prefix), store, settings
+    registry = DomainRegistry(store, prefix or settings.registry_prefix, max_references=ServingSettings().max_references)
+    return registry, store, settings
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except OSError:  # no user name in the environment or the password database
+        return "cli"
 
 
 @domain_app.command("register")
@@ -48,7 +66,9 @@ def register_domain(
     calibration_images: str | None = typer.Option(
         None, "--calibration-images", help="Folder or s3:// prefix of extra normal images to calibrate on."
     ),
-    checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint folder or s3:// URI (default: INCTRL_CHECKPOINT_URI)."),
+    checkpoint: str | None = _CHECKPOINT_OPTION,
+    actor: str | None = _ACTOR_OPTION,
+    note: str | None = _NOTE_OPTION,
     registry_prefix: str | None = _REGISTRY_OPTION,
 ) -> None:
     """Build the domain's prompt bank and store it as a new version; prints the domain record."""
@@ -57,10 +77,69 @@ def register_domain(
         references = load_reference_images(images, store)
         normals = load_reference_images(calibration_images, store) if calibration_images else None
         detector, _ = load_detector(checkpoint or settings.checkpoint_uri, store, "torch")
-        record = registry.register(name, class_name, references, detector, threshold, normals, source=images)
+        record = registry.register(
+            name, class_name, references, detector, threshold, normals, source=images, actor=_actor(actor), note=note
+        )
     except RegistryError as error:
         raise typer.BadParameter(str(error)) from error
     typer.echo(record.model_dump_json(indent=2))
+
+
+@domain_app.command("add-references")
+def add_references_command(
+    name: str = typer.Argument(..., help="A registered domain."),
+    images: str = typer.Option(..., "--images", help="Folder or s3:// prefix of normal images to add to its references."),
+    checkpoint: str | None = _CHECKPOINT_OPTION,
+    actor: str | None = _ACTOR_OPTION,
+    note: str | None = _NOTE_OPTION,
+    registry_prefix: str | None = _REGISTRY_OPTION,
+) -> None:
+    """A new version: the current references plus these images, recalibrated, made current; prints its record."""
+    registry, store, settings = _registry(registry_prefix)
+    try:
+        added = load_reference_images(images, store)
+        detector, _ = load_detector(checkpoint or settings.checkpoint_uri, store, "torch")
+        record = registry.add_references(name, added, detector, actor=_actor(actor), note=note, source=images)
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(record.model_dump_json(indent=2))
+
+
+@domain_app.command("versions")
+def versions_command(name: str, registry_prefix: str | None = _REGISTRY_OPTION) -> None:
+    """Every stored version of the domain, oldest first; '*' marks the current one."""
+    registry, _, _ = _registry(registry_prefix)
+    try:
+        history = registry.history(name)
+        current = registry.current_version(name) if history else None
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+    for record in history:
+        mark = "*" if record.version == current else " "
+        parent = f"from v{record.parent_version}" if record.parent_version else "registered"
+        typer.echo(
+            f"{mark} v{record.version}\t{record.created:%Y-%m-%d %H:%M:%S}Z\t{record.actor}\t{parent}\tK={record.shots}"
+            f"\tthreshold={record.threshold:.4f}\t{record.note or ''}".rstrip()
+        )
+
+
+@domain_app.command("activate")
+def activate_command(
+    name: str,
+    version: int = typer.Argument(..., help="The stored version to serve (see `inctrl domain versions`)."),
+    expected_version: int | None = typer.Option(
+        None, "--expected-version", help="Refuse unless this is the current version (guards against a concurrent change)."
+    ),
+    actor: str | None = _ACTOR_OPTION,
+    registry_prefix: str | None = _REGISTRY_OPTION,
+) -> None:
+    """Make a stored version current again (rollback or roll-forward); replicas pick it up without a restart."""
+    registry, _, _ = _registry(registry_prefix)
+    try:
+        record = registry.activate(name, version, actor=_actor(actor), expected_version=expected_version)
+    except RegistryError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"{name} now serves v{record.version} (K={record.shots}, threshold={record.threshold:.4f})")
 
 
 @domain_app.command("list")
@@ -82,11 +161,11 @@ def show_domain(name: str, registry_prefix: str | None = _REGISTRY_OPTION) -> No
 
 
 @domain_app.command("delete")
-def delete_domain(name: str, registry_prefix: str | None = _REGISTRY_OPTION) -> None:
-    """Remove every version of the domain."""
+def delete_domain(name: str, actor: str | None = _ACTOR_OPTION, registry_prefix: str | None = _REGISTRY_OPTION) -> None:
+    """Remove every version of the domain (its version numbers stay used: a new registration continues after them)."""
     registry, _, _ = _registry(registry_prefix)
     try:
-        removed = registry.delete(name)
+        removed = registry.delete(name, actor=_actor(actor))
     except RegistryError as error:
         raise typer.BadParameter(str(error)) from error
     typer.echo(f"deleted {name} ({removed} objects)")

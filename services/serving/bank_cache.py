@@ -1,4 +1,10 @@
-"""Per-replica LRU of domain prompt banks (each with its FAISS index), re-validated against current.json."""
+"""Per-replica LRU of domain prompt banks (each with its FAISS index), re-validated against current.json.
+
+An entry is keyed by the serving version and the sha256 of its domain.json that current.json carries (the
+record holds the bank's sha256), so whatever changes a domain's content, a new version, a rollback, a delete
+and re-registration, changes the key. Versions are never reused (services/registry.py), and a bank whose
+bytes do not match its record is refused when loaded.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from services.registry import DomainRegistry, RegisteredDomain
+from services.registry import DomainRegistry, RegisteredDomain, UnknownDomainError
 
 logger = logging.getLogger(__name__)
 
@@ -18,14 +24,16 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Entry:
     domain: RegisteredDomain
+    key: tuple[int, str | None]  # (version, digest) from current.json when it was loaded or last re-checked
     checked_at: float
 
 
 class BankCache:
     """Banks by domain, at most `capacity`, least recently used evicted.
 
-    A cached domain's version is re-read from the registry at most every `recheck_s` seconds, so a
-    re-registered domain is served with its new references within that time, without a restart. The
+    A cached domain's pointer is re-read from the registry at most every `recheck_s` seconds, so a
+    re-registered, extended or rolled-back domain is served with its new references within that time,
+    without a restart, and a deleted one stops being served (UnknownDomainError). The
     search index (FAISS or torch) lives on the bank and is built on its first query, once per version.
     """
 
@@ -55,11 +63,18 @@ class BankCache:
             if entry is not None and now - entry.checked_at < self._recheck_s:
                 self._entries.move_to_end(domain)
                 return entry.domain
-            version = self._registry.current_version(domain)
-            if entry is None or entry.domain.record.version != version:
-                loaded = self._registry.load(domain, version)
-                entry = _Entry(RegisteredDomain(record=loaded.record, bank=loaded.bank.on(torch.device(self._device))), now)
-                logger.info("bank loaded", extra={"domain": domain, "version": version})
+            try:
+                pointer = self._registry.current(domain)
+            except UnknownDomainError:
+                self._entries.pop(domain, None)  # deleted: never serve its bank again
+                raise
+            assert pointer.version is not None  # current() refuses a pointer without one
+            key = (pointer.version, pointer.digest)
+            if entry is None or entry.key != key:
+                loaded = self._registry.load(domain, pointer.version)
+                bank = loaded.bank.on(torch.device(self._device))
+                entry = _Entry(RegisteredDomain(record=loaded.record, bank=bank, digest=loaded.digest), key, now)
+                logger.info("bank loaded", extra={"domain": domain, "version": pointer.version, "digest": loaded.digest})
             entry.checked_at = now
             self._entries[domain] = entry
             self._entries.move_to_end(domain)

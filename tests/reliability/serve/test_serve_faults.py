@@ -1,0 +1,47 @@
+"""Faults that need the real Serve app (tiny backbone): the product's own consumer, `inctrl consume`, as a
+real process inspecting over HTTP, SIGKILLed mid-stream; a Serve replica killed mid-batch (ray.kill, the
+Serve controller starts a new one). Opt-in (slow): Ray, Serve and torch-importing consumer processes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inctrl.reliability.consumers import ConsumerCommand, ConsumerProcesses
+from inctrl.reliability.ledger import synthetic_frames
+from inctrl.reliability.scenarios import ConsumerKill, ReplicaKill, ScenarioReport, run_scenario
+from services.object_store import ObjectStore
+from services.settings import ServiceSettings
+from services.stack import LocalStack
+
+from .conftest import SERVED_DOMAINS, ServedApp
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FRAMES = 200
+
+
+def check(report: ScenarioReport) -> None:
+    print(report.model_dump_json(indent=2))
+    assert report.passed, f"{report.scenario}: {'; '.join(report.failures())}"
+
+
+def test_inctrl_consume_sigkill_mid_stream_loses_nothing(
+    served_app: ServedApp, stream_settings: ServiceSettings, local_stack: LocalStack, object_store: ObjectStore,
+    log_dir: Path,
+) -> None:  # fmt: skip
+    group = ConsumerProcesses(ConsumerCommand.inctrl_consume(served_app.http_url), stream_settings, log_dir)
+    frames = synthetic_frames("serve-kill", FRAMES, SERVED_DOMAINS)
+    check(run_scenario("consumer SIGKILL", ConsumerKill(), group, local_stack, stream_settings, object_store, frames))
+
+
+def test_serve_replica_killed_mid_batch_loses_nothing(
+    served_app: ServedApp, stream_settings: ServiceSettings, local_stack: LocalStack, object_store: ObjectStore,
+    log_dir: Path,
+) -> None:  # fmt: skip
+    # Several micro-batches in flight keep the replica busy, so the kill lands inside a batch.
+    settings = stream_settings.model_copy(update={"max_in_flight": 4 * stream_settings.max_poll_records})
+    group = ConsumerProcesses(ConsumerCommand.inctrl_consume(served_app.http_url), settings, log_dir)
+    frames = synthetic_frames("replica", FRAMES, SERVED_DOMAINS)
+    fault = ReplicaKill(served_app.app_name)
+    check(run_scenario("Serve replica killed", fault, group, local_stack, settings, object_store, frames))
