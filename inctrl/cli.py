@@ -10,6 +10,7 @@ import typer
 from inctrl.reliability.bench import bench_reliability_command
 from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
+from services.console.commands import console_app
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
 from services.stream_commands import produce
 
@@ -21,6 +22,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print number
 app.add_typer(data_app, name="data", help="Datasets: synthetic factory data.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(domain_app, name="domain")
+app.add_typer(console_app)  # inctrl console, inctrl review ...
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("quality")(quality)
