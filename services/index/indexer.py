@@ -28,7 +28,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import Session
 
 from services.index.drift import DriftAlert, DriftWatch
@@ -77,6 +77,17 @@ class _Membership(ConsumerRebalanceListener):
 
 class _Refused(Exception):
     """One event the database refused (its content's fault, not the database's)."""
+
+
+def _refused_by_database(error: StatementError) -> bool:
+    """The event's fault: a value the column or a constraint refuses, or one that cannot be bound at all.
+
+    Any other driver error (connection lost, server shutting down, missing table) is the database's
+    trouble: the batch is retried, never skipped.
+    """
+    if isinstance(error, DBAPIError):
+        return isinstance(error, (DataError, IntegrityError))
+    return True
 
 
 class Indexer:
@@ -266,8 +277,10 @@ class Indexer:
         try:
             with self._index.session() as session, session.begin():
                 return [(kind, self._write(session, record, kind, event)) for record, kind, event in parsed]  # type: ignore[arg-type]
-        except (DataError, IntegrityError) as error:
-            raise _Refused(str(error)) from error
+        except StatementError as error:
+            if _refused_by_database(error):
+                raise _Refused(str(error)) from error
+            raise
 
     def _write_one_by_one(self, parsed: list[tuple[ConsumerRecord, EventKind, object]]) -> list[tuple[EventKind, bool]]:
         outcomes = []
@@ -275,7 +288,9 @@ class Indexer:
             try:
                 with self._index.session() as session, session.begin():
                     outcomes.append((kind, self._write(session, record, kind, event)))  # type: ignore[arg-type]
-            except (DataError, IntegrityError) as error:
+            except StatementError as error:
+                if not _refused_by_database(error):
+                    raise
                 self._bad(record, kind, "refused_by_database", str(error.orig or error))
         return outcomes
 

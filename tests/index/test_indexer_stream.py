@@ -153,3 +153,20 @@ def test_database_outage_is_retried_and_nothing_is_committed_before_it_ends(
     assert len(index.recent()) == 4
     admin.close()
     engine.dispose()
+
+
+def test_an_event_the_database_refuses_is_skipped_and_the_rest_of_its_batch_kept(
+    service_settings: ServiceSettings, postgres_url: str, result_factory, unique_name
+) -> None:
+    engine = create_index_engine(postgres_url)
+    upgrade(engine)
+    index = InspectionIndex(engine)
+    too_long = result_factory("f-long").model_copy(update={"model_version": "m" * 5000})  # column is varchar(1024)
+    events = [result_factory("f-0"), too_long, result_factory("f-1")]
+    send(service_settings, service_settings.results_topic, [event.to_bytes() for event in events], b"capsule/line-1")
+    settings = IndexSettings(database_url=postgres_url, consumer_group=unique_name("indexers"), poll_timeout_ms=200)
+    stats = run_indexer(service_settings, settings, index)
+    assert (stats.written, stats.bad, stats.bad_by_reason) == (2, 1, {"refused_by_database": 1})
+    assert sorted(frame.frame_id for frame in index.recent()) == ["f-0", "f-1"]
+    assert run_indexer(service_settings, settings, index).polled == 0  # committed: the refused event does not come back
+    engine.dispose()
