@@ -75,6 +75,12 @@ class ServeDeployment(_Strict):
     num_replicas: int | None = Field(None, ge=1, description="Fixed replica count.")
     autoscaling: Autoscaling | None = Field(None, description="Autoscaling instead of a fixed count.")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica accepts concurrently.")
+    max_queued_requests: int = Field(
+        1024,
+        ge=-1,
+        description="Requests waiting for a replica, per caller; beyond it a call fails at once with Serve's "
+        "back-pressure error (a retryable frame) instead of queueing without bound; -1 for no limit.",
+    )
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
     batch: BatchSettings | None = Field(None, description="Overrides the application's default batch.")
 
@@ -95,6 +101,7 @@ class ServeDeployment(_Strict):
         options: dict[str, Any] = {
             "name": name,
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
             "ray_actor_options": self.ray_actor_options.model_dump(),
         }
         if self.autoscaling is not None:
@@ -148,6 +155,13 @@ class DeploymentConfig(_Strict):
     )
     default_threshold: float = Field(0.5, description="Threshold for domains without their own.")
     batch: BatchSettings = Field(default_factory=BatchSettings, description="Default batch settings.")
+    detector_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest wait of the ingress for one frame's detector answer, queueing and batching "
+        "included; then that frame is retryable. Keep it below the consumer's INCTRL_INSPECT_TIMEOUT_S so a "
+        "slow frame comes back retryable instead of failing its whole call.",
+    )
     pool: PoolDeployment = Field(
         default_factory=lambda: PoolDeployment(num_replicas=1),
         description="Shared deployment serving every domain without its own.",

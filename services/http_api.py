@@ -8,15 +8,30 @@ GET  /v1/domains/{name}      one domain's current record
 POST /v1/domains             register (or replace) a domain from an s3:// prefix of normal images
 GET  /healthz                liveness and the deployments the ingress routes to
 GET  /metrics                Prometheus text
+
+Every /v1 route needs a bearer token (services/auth.py): scope `inspect` for /v1/inspect*, `read` for the
+GETs, `admin` to change a domain. /healthz and /metrics are open: probes and Prometheus scrapers carry no
+token, neither route changes state or returns frame data, /metrics labels are bounded to registered
+domains (services/metrics.py), and the chart's NetworkPolicy decides who reaches the port at all.
+
+Limits: a body above max_upload_bytes gets 413 from its Content-Length before a byte is read (or as soon as
+an undeclared body passes the limit), a batch above max_batch_frames images gets 413; pixel and side limits
+are the consumer's decode limits (services/image_decoding.py).
+
+Failure answers: 400 bad input, 401/403 auth, 404 unknown domain, 413 too large, 422 schema or a frame the
+detector rejected (final), 503 with Retry-After for infrastructure trouble (replica lost, timeout,
+overload): retry the same request later.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Protocol
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope as AsgiScope, Send
 
 from model import InvalidImageError
 from services.batch_inspection import (
@@ -27,16 +42,22 @@ from services.batch_inspection import (
     BatchInspectionResponse,
     BatchManifest,
 )
+from services.auth import Principal, Scope, TokenAuthority
 from services.messages import NAME_PATTERN, InspectionResult
 from services.metrics import InspectionMetrics
 from services.registry import DomainRecord, RegistryError, UnknownDomainError
-from services.result_encoding import ImageDecodeError
+from services.image_decoding import ImageDecodeError
+from services.serving.serving_settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
 
-class InspectionFailed(RuntimeError):
-    """The detector could not score a frame for a reason other than bad input."""
+class InspectionRejected(RuntimeError):
+    """The detector refused the frame for a reason of its own (its image or its domain): final, 422."""
+
+
+class InspectionRetryLater(RuntimeError):
+    """Infrastructure trouble (a replica lost, a timeout, overload): nobody's input fault; 503 + Retry-After."""
 
 
 class DomainRegistration(BaseModel):
@@ -57,20 +78,81 @@ class InspectionGateway(Protocol):
 
     async def inspect_upload(self, domain: str, line: str, frame_id: str, image: bytes, store: bool) -> InspectionResult: ...
 
+
     async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse: ...
 
     async def list_domains(self) -> list[DomainRecord]: ...
 
     async def show_domain(self, name: str) -> DomainRecord: ...
 
-    async def register_domain(self, registration: DomainRegistration) -> DomainRecord: ...
+    async def register_domain(self, registration: DomainRegistration, actor: str) -> DomainRecord: ...
 
     async def health(self) -> dict[str, object]: ...
 
 
-def create_http_app(gateway: InspectionGateway) -> FastAPI:
-    """The FastAPI app; errors map to 400 (bad input), 404 (unknown domain), 422 (schema), 500 (inference)."""
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body above `max_bytes`, decided before the body is read.
+
+    A declared Content-Length above the limit is answered at once. A body without one (chunked) is counted
+    as it arrives; past the limit the app is told the client left, and its answer is replaced by the 413.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self._max_bytes):
+            await self._refuse(send, f"request body of {declared.decode(errors='replace')} bytes")
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_bytes:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app says about a cut-off body, the answer is the 413 below
+            started = True
+            await send(message)
+
+        try:
+            await self._app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(send, f"request body of more than {received} bytes")
+
+    async def _refuse(self, send: Send, what: str) -> None:
+        body = json.dumps({"detail": f"{what} exceeds the limit of {self._max_bytes} bytes"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_http_app(gateway: InspectionGateway, authority: TokenAuthority, serving: ServingSettings) -> FastAPI:
+    """The FastAPI app with auth, limits and the failure answers of the module docstring."""
     app = FastAPI(title="inctrl-stream inspection API", version="1")
+    app.add_middleware(BodySizeLimit, max_bytes=serving.max_upload_bytes)
+    read, inspect_scope, admin = (Depends(authority.require(scope)) for scope in (Scope.READ, Scope.INSPECT, Scope.ADMIN))
+    retry_after = {"Retry-After": str(serving.retry_after_s)}
 
     @app.exception_handler(UnknownDomainError)
     async def unknown_domain(_: Request, error: UnknownDomainError) -> JSONResponse:
@@ -89,9 +171,13 @@ def create_http_app(gateway: InspectionGateway) -> FastAPI:
     async def bad_fields(_: Request, error: ValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": error.errors(include_url=False, include_context=False)})
 
-    @app.exception_handler(InspectionFailed)
-    async def failed(_: Request, error: InspectionFailed) -> JSONResponse:
-        return JSONResponse(status_code=500, content={"detail": str(error)})
+    @app.exception_handler(InspectionRejected)
+    async def rejected(_: Request, error: InspectionRejected) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(error)})
+
+    @app.exception_handler(InspectionRetryLater)
+    async def retry_later(_: Request, error: InspectionRetryLater) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(error)}, headers=retry_after)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette middleware signature
@@ -100,7 +186,7 @@ def create_http_app(gateway: InspectionGateway) -> FastAPI:
         gateway.metrics.http_requests.labels(route=getattr(route, "path", "unmatched"), status=str(response.status_code)).inc()
         return response
 
-    @app.post("/v1/inspect", response_model=InspectionResult)
+    @app.post("/v1/inspect", response_model=InspectionResult, dependencies=[inspect_scope])
     async def inspect(
         image: UploadFile = File(..., description="Encoded image file (PNG, JPEG, ...)."),
         domain: str = Form(..., pattern=NAME_PATTERN),
@@ -111,11 +197,14 @@ def create_http_app(gateway: InspectionGateway) -> FastAPI:
         data = await image.read()
         return await gateway.inspect_upload(domain, line, frame_id, data, store)
 
-    @app.post(BATCH_ROUTE, response_model=BatchInspectionResponse)
+    @app.post(BATCH_ROUTE, response_model=BatchInspectionResponse, dependencies=[inspect_scope])
     async def inspect_batch(
         manifest: str = Form(..., alias=MANIFEST_PART, description="BatchManifest JSON: domain, line, frame_id per image."),
         images: list[UploadFile] = File(..., alias=IMAGES_PART, description="Encoded image files, in manifest order."),
     ) -> BatchInspectionResponse | JSONResponse:
+        if len(images) > serving.max_batch_frames:
+            detail = f"{len(images)} images exceed the limit of {serving.max_batch_frames} per batch"
+            return JSONResponse(status_code=413, content={"detail": detail})
         parsed = BatchManifest.model_validate_json(manifest)
         if len(images) != len(parsed.frames):
             detail = f"manifest lists {len(parsed.frames)} frames but {len(images)} image parts were sent"
@@ -123,17 +212,17 @@ def create_http_app(gateway: InspectionGateway) -> FastAPI:
         data = [await image.read() for image in images]
         return await gateway.inspect_batch(parsed.frames, data)
 
-    @app.get("/v1/domains", response_model=list[DomainRecord])
+    @app.get("/v1/domains", response_model=list[DomainRecord], dependencies=[read])
     async def list_domains() -> list[DomainRecord]:
         return await gateway.list_domains()
 
-    @app.get("/v1/domains/{name}", response_model=DomainRecord)
+    @app.get("/v1/domains/{name}", response_model=DomainRecord, dependencies=[read])
     async def show_domain(name: str) -> DomainRecord:
         return await gateway.show_domain(name)
 
     @app.post("/v1/domains", response_model=DomainRecord, status_code=201)
-    async def register_domain(registration: DomainRegistration) -> DomainRecord:
-        return await gateway.register_domain(registration)
+    async def register_domain(registration: DomainRegistration, principal: Principal = admin) -> DomainRecord:
+        return await gateway.register_domain(registration, principal.subject)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:

@@ -1,10 +1,39 @@
-"""Prometheus metrics of the inspection service, in a registry of their own (rendered at /metrics)."""
+"""Prometheus metrics of the inspection service, in a registry of their own (rendered at /metrics).
+
+Label values never come straight from a caller: a domain label is the domain's name only once the domain
+is known to be registered (DomainLabels), else UNREGISTERED, so a client sending random domain names
+cannot grow the number of series without bound. The consumer's metrics carry no domain label.
+"""
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+UNREGISTERED = "unregistered"
+
+
+class DomainLabels:
+    """The bounded set of domain label values: registered domains' names, and UNREGISTERED for the rest.
+
+    A domain joins when the service has evidence that it is registered (a frame was scored against its
+    bank, or the deployment config names it). Only admins register domains, so the set grows with the
+    registry, never with what callers send.
+    """
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self._known = set(known)
+        self._lock = threading.Lock()
+
+    def add(self, domain: str) -> None:
+        with self._lock:
+            self._known.add(domain)
+
+    def __call__(self, domain: str) -> str:
+        return domain if domain in self._known else UNREGISTERED
 
 
 class InspectionMetrics:
@@ -16,7 +45,8 @@ class InspectionMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, domains: DomainLabels | None = None) -> None:
+        self.domains = domains or DomainLabels()
         self.registry = CollectorRegistry()
         self.frames = Counter(
             "inctrl_frames", "Frames inspected, by domain and verdict.", ["domain", "verdict"], registry=self.registry
@@ -37,7 +67,10 @@ class InspectionMetrics:
         )
 
     def observe_outcome(self, domain: str, verdict: str | None, error: str | None, seconds: float) -> None:
-        """Record one frame's outcome: a verdict, or the reason it failed."""
+        """Record one frame's outcome: a verdict, or the reason it failed; a scored frame's domain is registered."""
+        if verdict is not None:
+            self.domains.add(domain)
+        domain = self.domains(domain)
         if error is not None:
             self.errors.labels(domain=domain, reason=error).inc()
         else:
@@ -69,6 +102,16 @@ class ConsumerMetrics:
         self.replayed_batches = Counter(
             "inctrl_consumer_replayed_batches",
             "Micro-batches rewound for replay because the inspection service was unreachable.",
+            registry=self.registry,
+        )
+        self.stalls = Counter(
+            "inctrl_consumer_stalls",
+            "Times the consumer stalled and rewound its batches because infrastructure failed, by cause.",
+            ["cause"], registry=self.registry,
+        )  # fmt: skip
+        self.frame_retries = Counter(
+            "inctrl_consumer_frame_retries",
+            "Inspection attempts of single frames after a failed (or retryable) attempt.",
             registry=self.registry,
         )
         self.batch_latency = Histogram(

@@ -8,8 +8,14 @@ once and batches requests with serve.batch; a batch may mix domains and goes thr
 call, then each domain's group is scored against its bank (services.serving.engine). Multiplexing by
 domain around the backbone call would split batches per domain, so it is not used.
 
-S3 settings come from INCTRL_* environment variables (ServiceSettings); bank cache size and re-check
-interval from ServingSettings.
+S3 settings come from INCTRL_* environment variables (ServiceSettings); bank cache size, re-check
+interval and ingress limits from ServingSettings; API tokens from INCTRL_API_TOKENS (services/auth.py):
+the ingress refuses to start without them unless INCTRL_AUTH_DISABLED=true.
+
+Failure classes at the ingress: whatever a frame or its domain brings is a Rejected outcome from the
+engine; a detector call that fails (the replica died, Serve back-pressure, no answer within
+detector_timeout_s) is Retryable for that frame alone. Over HTTP a single inspection answers 503 with
+Retry-After for a retryable frame, and the batch route reports it per frame as code "retryable".
 """
 from __future__ import annotations
 
@@ -25,15 +31,16 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from services.auth import AuthSettings, TokenAuthority
 from services.batch_inspection import BatchFrame, BatchInspectionResponse, FrameOutcome
 from services.deployment_config import POOL_DEPLOYMENT_NAME, DeploymentConfig, deployment_config_from_args
-from services.http_api import DomainRegistration, InspectionFailed, create_http_app
-from services.inspection import DecodedFrame, InspectionOutcome, Rejected, Retryable, Scored
+from services.http_api import DomainRegistration, InspectionRejected, InspectionRetryLater, create_http_app
+from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable, Rejected, Retryable, Scored
 from services.messages import DeadLetterReason, InspectionRequest, InspectionResult, verdict_for
-from services.metrics import InspectionMetrics
+from services.metrics import DomainLabels, InspectionMetrics
 from services.object_store import ObjectStore
 from services.registry import DomainRecord, DomainRegistry, UnknownDomainError, load_reference_images
-from services.result_encoding import ImageDecodeError, decode_image
+from services.image_decoding import ImageDecodeError, decode_image
 from services.serving.bank_cache import BankCache
 from services.serving.checkpoint_source import load_detector
 from services.serving.engine import FrameInput, InspectionEngine
@@ -78,7 +85,7 @@ class DetectorDeployment:
             explicit = configured_threshold(config, record.name)
             return record.threshold if explicit is None else explicit
 
-        self._engine = InspectionEngine(detector, banks, threshold_for, model_version)
+        self._engine = InspectionEngine(detector, banks, threshold_for, model_version, serving.max_aspect_ratio)
         batch = config.batch_for(domain)
         self.score.set_max_batch_size(batch.max_batch_size)
         self.score.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
@@ -90,14 +97,14 @@ class DetectorDeployment:
         outcomes = await asyncio.to_thread(self._engine.inspect, frames)
         return [ScoredFrame(outcome, len(frames)) for outcome in outcomes]
 
-    async def register_domain(self, registration: DomainRegistration) -> DomainRecord:
+    async def register_domain(self, registration: DomainRegistration, actor: str) -> DomainRecord:
         """Build and store a new version of a domain from an s3:// prefix of normal images."""
 
         def register() -> DomainRecord:
             images = load_reference_images(registration.images_uri, self._store)
             record = self._registry.register(
                 registration.name, registration.class_name, images, self._engine.detector,
-                threshold=registration.threshold, source=registration.images_uri,
+                threshold=registration.threshold, source=registration.images_uri, actor=actor,
             )  # fmt: skip
             self._engine.banks.invalidate(registration.name)
             return record
@@ -116,23 +123,34 @@ class InspectionIngress:
     def __init__(self, detectors: dict[str, DeploymentHandle], args: dict[str, Any]) -> None:
         self._config = deployment_config_from_args(args)
         self._settings = ServiceSettings()
+        self._serving = ServingSettings()
+        # Before anything else: without tokens (and without the explicit dev switch) the ingress must not start.
+        self._authority = TokenAuthority.from_settings(AuthSettings())
         self._store = ObjectStore.from_settings(self._settings)
         self._store.ensure_bucket(self._settings.results_bucket)
         self._registry = DomainRegistry(self._store, self._config.registry_prefix)
         self._detectors = detectors
-        self.metrics = InspectionMetrics()
+        self.metrics = InspectionMetrics(DomainLabels([*self._config.domains, *self._config.pool.thresholds]))
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve calls this to get the ASGI app
-        return create_http_app(self)
+        return create_http_app(self, self._authority, self._serving)
 
     async def _route(self, frame: FrameInput) -> InspectionOutcome:
         started = time.monotonic()
-        handle = self._detectors[self._config.deployment_name(frame.domain)]
+        deployment = self._config.deployment_name(frame.domain)
+        response = self._detectors[deployment].score.remote(frame)
+        timeout_s = self._config.detector_timeout_s
         try:
-            scored: ScoredFrame = await handle.score.remote(frame)
-        except Exception as error:  # a replica that died or timed out is nobody's input fault: retry the frame
-            logger.exception("detector call failed", extra={"domain": frame.domain})
-            outcome: InspectionOutcome = Retryable(f"detector call failed: {type(error).__name__}: {error}")
+            scored: ScoredFrame = await asyncio.wait_for(_resolved(response), timeout_s)
+        except TimeoutError:
+            response.cancel()
+            logger.warning("detector call timed out", extra={"domain": frame.domain, "deployment": deployment})
+            outcome: InspectionOutcome = Retryable(f"deployment {deployment!r} gave no answer within {timeout_s}s")
+        except Exception as error:  # noqa: BLE001 - replica died, back-pressure, deployment unavailable: retry the frame
+            # The engine turns everything a frame or its domain brings into an outcome, so what reaches
+            # here is the call failing: nobody's input fault.
+            logger.warning("detector call failed", extra={"domain": frame.domain, "deployment": deployment, "error": repr(error)})
+            outcome = Retryable(f"detector call to {deployment!r} failed: {type(error).__name__}: {str(error)[:500]}")
         else:
             outcome = scored.outcome
             self.metrics.batch_size.observe(scored.batch_size)
@@ -145,17 +163,24 @@ class InspectionIngress:
         """One outcome per frame, in order; the frames fan out to their deployments and batch there."""
         return list(await asyncio.gather(*(self._route(frame) for frame in frames)))
 
+    def _decode(self, image: bytes) -> np.ndarray:
+        """The consumer's decode, with the consumer's limits (pixels, side, decoded bytes)."""
+        settings = self._settings
+        return decode_image(image, settings.max_image_pixels, settings.max_image_side, settings.max_decoded_image_bytes)
+
     async def inspect_upload(self, domain: str, line: str, frame_id: str, image: bytes, store: bool) -> InspectionResult:
         started = time.monotonic()
-        pixels = decode_image(image, self._settings.max_image_pixels)
+        pixels = await asyncio.to_thread(self._decode, image)
         request = InspectionRequest(
             frame_id=frame_id, domain=domain, line=line, timestamp=datetime.now(timezone.utc), image=image
         )
         outcome = await self._route(FrameInput(domain, pixels))
         if isinstance(outcome, Rejected) and outcome.reason is DeadLetterReason.UNKNOWN_DOMAIN:
             raise UnknownDomainError(outcome.detail)
-        if not isinstance(outcome, Scored):
-            raise InspectionFailed(f"frame {frame_id}: {outcome}")
+        if isinstance(outcome, Rejected):
+            raise InspectionRejected(f"frame {frame_id} rejected: {outcome.detail}")
+        if isinstance(outcome, Retryable):
+            raise InspectionRetryLater(f"frame {frame_id} could not be inspected now: {outcome.detail}")
         return await asyncio.to_thread(
             write_result, request, pixels, outcome, started, self._settings.results_bucket,
             self._store if store else None, self._settings.overlay_jpeg_quality,
@@ -166,7 +191,7 @@ class InspectionIngress:
 
         def decode(image: bytes) -> np.ndarray | Rejected:
             try:
-                return decode_image(image, self._settings.max_image_pixels)
+                return self._decode(image)
             except ImageDecodeError as error:
                 return Rejected(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
 
@@ -189,11 +214,16 @@ class InspectionIngress:
     async def show_domain(self, name: str) -> DomainRecord:
         return await asyncio.to_thread(self._registry.show, name)
 
-    async def register_domain(self, registration: DomainRegistration) -> DomainRecord:
-        return await self._detectors[POOL_DEPLOYMENT_NAME].register_domain.remote(registration)
+    async def register_domain(self, registration: DomainRegistration, actor: str) -> DomainRecord:
+        return await self._detectors[POOL_DEPLOYMENT_NAME].register_domain.remote(registration, actor)
 
     async def health(self) -> dict[str, object]:
         return {"status": "ok", "deployments": sorted(self._detectors)}
+
+
+async def _resolved(response: Any) -> Any:  # noqa: ANN401 - a DeploymentResponse resolves to the method's result
+    """A DeploymentResponse as a coroutine, so asyncio.wait_for can time it out."""
+    return await response
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
@@ -216,8 +246,14 @@ class InspectionClient:
         self._timeout_s = timeout_s or serving.inspect_timeout_s
 
     def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
+        """One outcome per frame; InspectionUnavailable when the ingress itself cannot be reached in time."""
         inputs = [FrameInput(frame.request.domain, frame.image) for frame in frames]
-        return self._handle.inspect_frames.remote(inputs).result(timeout_s=self._timeout_s)
+        try:
+            return self._handle.inspect_frames.remote(inputs).result(timeout_s=self._timeout_s)
+        except Exception as error:  # noqa: BLE001 - the ingress answers per frame; a failed call is the service's
+            raise InspectionUnavailable(
+                f"Serve app ingress did not answer for {len(frames)} frames: {type(error).__name__}: {str(error)[:500]}"
+            ) from error
 
     def reachable(self) -> bool:
         """Whether the ingress answers its health call now (for the consumer's readiness)."""

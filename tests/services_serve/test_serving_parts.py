@@ -11,7 +11,7 @@ import yaml
 
 from model import InvalidImageError
 from model.preprocess import Preprocessor
-from services.metrics import InspectionMetrics
+from services.metrics import DomainLabels, InspectionMetrics
 from services.service_commands import read_app_args
 from services.serving.backbone_choice import backbone_config
 from services.serving.image_batch import stack_for_backbone, to_backbone_geometry
@@ -44,9 +44,29 @@ def test_metrics_render_counts_by_domain_and_reason() -> None:
     metrics.batch_size.observe(8)
     text = metrics.render().decode()
     assert 'inctrl_frames_total{domain="capsule",verdict="anomalous"} 1.0' in text
-    assert 'inctrl_errors_total{domain="pcb",reason="unknown_domain"} 1.0' in text
+    assert 'inctrl_errors_total{domain="unregistered",reason="unknown_domain"} 1.0' in text
     assert 'inctrl_inspect_latency_seconds_count{domain="capsule"} 2.0' in text
     assert "inctrl_backbone_batch_size_sum 8.0" in text
+
+
+def test_metrics_label_only_registered_domains_whatever_callers_send() -> None:
+    metrics = InspectionMetrics(DomainLabels(["hot-domain"]))
+    for i in range(500):
+        metrics.observe_outcome(f"random-{i}", None, "unknown_domain", 0.001)
+    metrics.observe_outcome("hot-domain", None, "retryable", 0.5)
+    metrics.observe_outcome("capsule", None, "inference_error", 0.01)  # not yet known to be registered
+    metrics.observe_outcome("capsule", "normal", None, 0.02)
+    metrics.observe_outcome("capsule", None, "inference_error", 0.01)
+    text = metrics.render().decode()
+    assert "random-" not in text
+    assert 'inctrl_errors_total{domain="unregistered",reason="unknown_domain"} 500.0' in text
+    assert 'inctrl_errors_total{domain="hot-domain",reason="retryable"} 1.0' in text
+    assert 'inctrl_errors_total{domain="unregistered",reason="inference_error"} 1.0' in text
+    assert 'inctrl_errors_total{domain="capsule",reason="inference_error"} 1.0' in text
+    series = [line for line in text.splitlines() if line.startswith("inctrl_inspect_latency_seconds_count")]
+    assert sorted(series) == sorted(
+        f'inctrl_inspect_latency_seconds_count{{domain="{d}"}} {n}' for d, n in (("unregistered", "501.0"), ("hot-domain", "1.0"), ("capsule", "2.0"))
+    )
 
 
 def test_app_args_from_serve_config_or_plain_file(tmp_path: Path) -> None:
