@@ -83,6 +83,24 @@ def image_ap(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.nd
     return float(average_precision_score(label_array, score_array))
 
 
+def tpr_at_fpr(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, fpr: float) -> float:
+    """Image-level true-positive rate at a false-positive rate of at most `fpr` (the factory's question:
+    how many defects are caught if at most 1% of good parts are rejected?).
+
+    Decision rule "anomalous iff score > t": with n normals, at most m = floor(fpr * n) may lie above t,
+    so t is the (m+1)-th highest normal score and TPR = fraction of anomalous scores strictly above it
+    (ties go against the detector); m = n allows every normal, TPR 1. No interpolation between points.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    score_array, label_array = _image_inputs(scores, labels)
+    normals = np.sort(score_array[label_array == 0])[::-1]
+    allowed = int(np.floor(fpr * normals.size + 1e-9))
+    if allowed >= normals.size:
+        return 1.0
+    return float(np.mean(score_array[label_array == 1] > normals[allowed]))
+
+
 def pixel_auroc(maps: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndarray] | np.ndarray) -> float:
     """ROC AUC over all pixels of all maps (N, H, W) against their 0/1 masks."""
     map_array, mask_array = _pixel_inputs(maps, masks)

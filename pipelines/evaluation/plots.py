@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from pipelines.evaluation.harness import Example  # noqa: E402
+from pipelines.evaluation.harness import Case, Example  # noqa: E402
 
 
 def plot_roc_curves(
@@ -55,6 +55,38 @@ def plot_maps(examples: Sequence[Example], path: Path) -> Path:
             axis.set_title(method, fontsize=8)
         for axis in row:
             axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def plot_error_montage(cases: Sequence[Case], path: Path) -> Path:
+    """The served detector's worst false positives and worst missed defects at its calibrated threshold.
+
+    Each panel: the image, the map blended on the domain's calibrated colour range (jet, low = blue,
+    high = red), the outline of the region above the pixel threshold (white) and the ground-truth defect
+    outline (dashed green); the title gives the score against the image threshold.
+    """
+    columns = min(4, len(cases))
+    rows = -(-len(cases) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.2 * rows), squeeze=False)
+    for axis, case in zip(axes.flat, cases):
+        low, high = case.calibration.map_range
+        heat = case.anomaly_map.numpy()
+        axis.imshow(case.image.permute(1, 2, 0).numpy())
+        axis.imshow(heat, cmap="jet", vmin=low, vmax=high, alpha=0.45)
+        if heat.max() >= case.calibration.pixel_threshold:
+            axis.contour(heat, levels=[case.calibration.pixel_threshold], colors="white", linewidths=1.2)
+        if case.mask.numpy().any():
+            axis.contour(case.mask.numpy(), levels=[0.5], colors="lime", linewidths=1.0, linestyles="dashed")
+        wrong = (case.score >= case.calibration.threshold) == (case.error == "false positive")
+        label = case.error if wrong else ("highest normal" if case.error == "false positive" else "lowest defect")
+        axis.set_title(f"{case.category}: {label}\nscore {case.score:.3f} / thr {case.calibration.threshold:.3f}", fontsize=7)
+        axis.axis("off")
+    for axis in list(axes.flat)[len(cases) :]:
+        axis.axis("off")
+    figure.suptitle("worst false positives and missed defects (white: above pixel threshold; green: ground truth)", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)

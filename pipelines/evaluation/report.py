@@ -1,13 +1,17 @@
-"""Evaluation outputs: results.json (everything), results.md (tables), roc_K<k>.png and maps.png."""
+"""Evaluation outputs: results.json (everything), results.md (tables), roc_K<k>.png, maps.png and errors.png
+(the worst false positives and missed defects at the calibrated threshold)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.evaluation.harness import MEAN_ROW, METRIC_NAMES, Evaluation, EvaluationReport, SummaryRow
-from pipelines.evaluation.plots import plot_maps, plot_roc_curves
+from pipelines.evaluation.harness import KIND_METRICS, MEAN_ROW, METRIC_NAMES, Evaluation, EvaluationReport, SummaryRow
+from pipelines.evaluation.plots import plot_error_montage, plot_maps, plot_roc_curves
 
-HEADERS = {"image_auroc": "image AUROC", "image_ap": "image AP", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+HEADERS = {
+    "image_auroc": "image AUROC", "image_ap": "image AP", "tpr_at_1fpr": "TPR@1%FPR", "tpr_at_5fpr": "TPR@5%FPR",
+    "pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "calibrated_fpr": "FPR (calibrated)", "calibrated_recall": "recall (calibrated)",
+}  # fmt: skip
 
 
 def _cell(row: SummaryRow, name: str) -> str:
@@ -27,6 +31,20 @@ def summary_table(report: EvaluationReport, category: str = MEAN_ROW) -> str:
     return "\n".join(lines)
 
 
+def kind_table(report: EvaluationReport, category: str) -> str:
+    """Markdown table per defect kind of one category (largest K), or "" when it has a single kind."""
+    shots = max(report.shots)
+    rows = [row for row in report.kinds if row.category == category and row.shots == shots]
+    if not rows:
+        return ""
+    lines = [f"| method | defect kind (K={shots}) | n | " + " | ".join(HEADERS[n] for n in KIND_METRICS) + " |",
+             "|---|---|---|" + "---|" * len(KIND_METRICS)]  # fmt: skip
+    for row in rows:
+        cells = " | ".join(f"{100 * row.mean[n]:.1f} ± {100 * row.std[n]:.1f}" for n in KIND_METRICS)
+        lines.append(f"| {row.method} | {row.kind} | {row.count} | {cells} |")
+    return "\n".join(lines)
+
+
 def markdown(report: EvaluationReport) -> str:
     parts = [
         f"# Evaluation: {report.dataset} ({report.root})",
@@ -34,7 +52,9 @@ def markdown(report: EvaluationReport) -> str:
         f"- checkpoint: {report.checkpoint or 'none (training-free baselines only)'}",
         f"- backbone: {report.backbone_id}",
         f"- K: {report.shots}; prompt seeds: {report.seeds} (the same prompts for every method); image size {report.image_size}",
-        "- values: percent, mean ± std over seeds",
+        "- values: percent, mean ± std over seeds; TPR@x%FPR: image-level recall with at most x% of normal test images "
+        "flagged; FPR/recall (calibrated): at the image threshold calibrated from the K prompts alone (leave-one-out, "
+        "target 1% FPR), as a registered domain is served",
         *[f"- note: {note}" for note in report.notes],
         "",
         f"## Average over {len(report.categories)} categories",
@@ -43,6 +63,9 @@ def markdown(report: EvaluationReport) -> str:
     ]
     for category in report.categories:
         parts += ["", f"## {category}", "", summary_table(report, category)]
+        kinds = kind_table(report, category)
+        if kinds:
+            parts += ["", kinds]
     return "\n".join(parts) + "\n"
 
 
@@ -58,4 +81,6 @@ def write_outputs(evaluation: Evaluation, out: Path) -> list[Path]:
         written.append(plot_roc_curves(curves, report.categories, out / f"roc_K{k}.png", title=f"ROC, K={k}, seed {report.seeds[0]}"))
     if evaluation.examples:
         written.append(plot_maps(evaluation.examples, out / "maps.png"))
+    if evaluation.cases:
+        written.append(plot_error_montage(evaluation.cases, out / "errors.png"))
     return written

@@ -137,3 +137,20 @@ def test_pixel_metrics_on_three_hundred_maps_are_fast() -> None:
     auroc_seconds = time.perf_counter() - started
     # Loose bounds for a loaded 2-core CI box; measured about 0.9 s and 0.75 s here.
     assert aupro_seconds < 4.0 and auroc_seconds < 4.0, (aupro_seconds, auroc_seconds)
+
+
+def test_tpr_at_fpr_by_hand() -> None:
+    from pipelines.metrics import tpr_at_fpr
+
+    normals = [0.1 * i for i in range(1, 21)]  # 0.1 .. 2.0, twenty normals
+    anomalies = [0.5, 1.5, 1.95, 1.99, 2.5]
+    scores, labels = normals + anomalies, [0] * 20 + [1] * 5
+    # 1% of 20 normals allows none above t: t = 2.0, only 2.5 is caught.
+    assert tpr_at_fpr(scores, labels, 0.01) == pytest.approx(1 / 5)
+    # 5% allows one (2.0): t = 1.9; 1.95, 1.99 and 2.5 are caught.
+    assert tpr_at_fpr(scores, labels, 0.05) == pytest.approx(3 / 5)
+    # 10% allows two: t = 1.8, the same three; 30% allows six: t = 1.4, so 1.5 joins.
+    assert tpr_at_fpr(scores, labels, 0.30) == pytest.approx(4 / 5)
+    assert tpr_at_fpr(scores, labels, 1.0) == 1.0
+    # A tie with the threshold normal counts against the detector.
+    assert tpr_at_fpr([0.2, 0.5, 0.5], [0, 0, 1], 0.0) == 0.0
