@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 import requests
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.batch_inspection import (
     BATCH_ROUTE,
@@ -48,6 +48,7 @@ class HttpInspectionClient:
         max_attempts: int = 4,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        token: SecretStr | None = None,
     ) -> None:
         if not serve_url.startswith(("http://", "https://")):
             raise ValueError(f"serve URL must start with http:// or https://, got {serve_url!r}")
@@ -59,6 +60,8 @@ class HttpInspectionClient:
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._session = requests.Session()
+        if token is not None:  # the ingress's `inspect` scope (services/auth.py)
+            self._session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
 
     def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
         if not frames:

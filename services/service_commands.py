@@ -241,7 +241,7 @@ def consume_command(
     if url:
         from services.http_inspection_client import HttpInspectionClient
 
-        client = HttpInspectionClient(url, timeout_s=ServingSettings().inspect_timeout_s)
+        client = HttpInspectionClient(url, timeout_s=ServingSettings().inspect_timeout_s, token=settings.serve_token)
     else:
         import ray
 

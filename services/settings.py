@@ -93,6 +93,11 @@ class ServiceSettings(BaseSettings):
         pattern=r"^https?://[^/\s]+",
         description="HTTP base URL of the Serve app; when set, the consumer inspects over HTTP instead of a Ray handle.",
     )
+    serve_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the consumer sends to the Serve app's HTTP ingress (an `inspect` token of "
+        "INCTRL_API_TOKENS; from a Secret only).",
+    )
     metrics_port: int = Field(
         9100, ge=0, le=65535, description="Consumer port of /healthz, /readyz and /metrics (0 picks a free port)."
     )

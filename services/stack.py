@@ -9,6 +9,8 @@ pid files it wrote. deploy/stack.sh drives the same code through the typer app a
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -60,7 +62,19 @@ class StackEndpoints(BaseModel):
             "INCTRL_S3_SECURE": "false",
             "INCTRL_S3_ACCESS_KEY": self.s3_access_key.get_secret_value(),
             "INCTRL_S3_SECRET_KEY": self.s3_secret_key.get_secret_value(),
+            # The ingress refuses to start without tokens: an admin token for people, an inspect token for the consumer.
+            "INCTRL_API_TOKENS": json.dumps(
+                {
+                    self.api_token("admin"): {"subject": "local-admin", "scopes": ["admin"]},
+                    self.api_token("consumer"): {"subject": "local-consumer", "scopes": ["inspect"]},
+                }
+            ),
+            "INCTRL_SERVE_TOKEN": self.api_token("consumer"),
         }
+
+    def api_token(self, role: str) -> str:
+        """This stack's API token for `role`, derived from its S3 secret: stable for the stack, never stored."""
+        return hmac.new(self.s3_secret_key.get_secret_value().encode(), f"inctrl-api-{role}".encode(), hashlib.sha256).hexdigest()
 
 
 class _StackState(BaseModel):
