@@ -1,7 +1,9 @@
 """Eq 3-4 search: the cosine of each query patch to its nearest reference patch, per layer.
 
 Two implementations behind one interface give the same answers: a chunked torch matmul and FAISS
-inner-product indexes (features are L2-normalised, so inner product is cosine).
+inner-product indexes (features are L2-normalised, so inner product is cosine). Banks above a budget of
+reference patches per layer are searched over their coreset (model/coreset.py), so the per-image cost
+stays flat as K grows; below it the search is exact.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .coreset import reduce_references
 
 
 class PatchSearch(Protocol):
@@ -58,7 +62,11 @@ class FaissPatchSearch:
         return torch.from_numpy(out).to(queries.device)
 
 
-def create_patch_search(references: torch.Tensor, backend: str, chunk_rows: int) -> PatchSearch:
+def create_patch_search(
+    references: torch.Tensor, backend: str, chunk_rows: int, max_references: int | None = None
+) -> PatchSearch:
+    """The search over (L, M, W) references; above max_references per layer, over their coreset."""
+    references = reduce_references(references, max_references)
     if backend == "torch":
         return TorchPatchSearch(references, chunk_rows)
     if backend == "faiss":

@@ -12,7 +12,7 @@ from model import InCTRLv2Config
 app = typer.Typer(no_args_is_help=True)
 
 
-def _integers(values: list[str], option: str) -> tuple[int, ...]:
+def parse_integers(values: list[str], option: str) -> tuple[int, ...]:
     """Accept "--shots 1 --shots 2" and "--shots 1,2,4"."""
     try:
         return tuple(int(part) for value in values for part in value.split(",") if part.strip())
@@ -61,7 +61,7 @@ def evaluate(
             out=out,
             checkpoint=checkpoint if trained else None,
             backbone=None if trained else InCTRLv2Config(backbone=backbone, pretrained=None if pretrained.lower() == "none" else pretrained),
-            shots=_integers(shots, "--shots"),
+            shots=parse_integers(shots, "--shots"),
             seeds=seeds,
             categories=tuple(c for value in categories or [] for c in value.split(",") if c) or None,
             image_size=image_size,
