@@ -79,23 +79,38 @@ class DemoSummary(BaseModel):
         return "\n".join(lines)
 
 
+_STEPS = ("synthetic data", "local stack", "training", "registering domains", "starting Serve", "streaming frames", "summary")
+
+
+def _step(name: str) -> None:
+    """One demo step begins: a progress record (the CLI draws it as a line on stderr)."""
+    done = _STEPS.index(name)
+    logger.info("demo step %d/%d: %s", done + 1, len(_STEPS), name,
+                extra={"progress": {"task": f"demo: {name}", "done": done + 1, "total": len(_STEPS)}})  # fmt: skip
+
+
 def run_demo(options: DemoOptions) -> DemoSummary:
     started = time.monotonic()
     work = options.work_dir.resolve()
     synth = work / "synth"
     half = options.frames_per_line // 2
+    _step("synthetic data")
     generate(synth, options.seed, domains=[*SERVED_DOMAINS, *TRAINING_DOMAINS], n_train=2 * options.shots,
              n_test_good=options.frames_per_line - half, n_test_defect=half)  # fmt: skip
     detector, backbone_note = choose_detector(options.backbone)
+    _step("local stack")
     with LocalInspectionService(work) as service:
+        _step("training")
         checkpoint, training_note = _train(detector, synth, work, options)
         trained = InCTRLv2.load(checkpoint)
+        _step("registering domains")
         for domain in SERVED_DOMAINS:
             normals = load_reference_images(str(synth / domain / "train" / "good"))
             service.registry.register(
                 domain, domain, normals[: options.shots], trained,
                 calibration_images=normals[options.shots :], source=str(synth / domain / "train" / "good"),
             )  # fmt: skip
+        _step("starting Serve")
         http_url = service.serve(
             {
                 "checkpoint_uri": str(checkpoint), "backbone": trained.config.backbone, "nn_backend": "faiss",
@@ -105,8 +120,10 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         )  # fmt: skip
         frames, labels = _frames(synth)
         warmup = [StreamFrame(f.domain, f.line, f"warm-{f.frame_id}", f.image) for f in frames[:: len(frames) // 4][:4]]
+        _step("streaming frames")
         run = service.stream(frames, warmup)
         thresholds = {domain: service.registry.show(domain).threshold for domain in SERVED_DOMAINS}
+    _step("summary")
     by_id = {result.frame_id: result for result in run.results}
     missing = sorted(set(labels) - set(by_id))
     if missing:
