@@ -34,8 +34,21 @@ class DeadLetterReason(StrEnum):
     UNDECODABLE_IMAGE = "undecodable_image"
     UNKNOWN_DOMAIN = "unknown_domain"
     SCHEMA_VIOLATION = "schema_violation"
+    # The message itself is above the size limit.
     OVERSIZE = "oversize"
     INFERENCE_ERROR = "inference_error"
+    # The image (or the object it is read from) is above a pixel, side, decoded-size or object-size limit.
+    IMAGE_TOO_LARGE = "image_too_large"
+    # image_uri names a location outside the configured buckets/prefixes, or is not a usable S3 URI.
+    FORBIDDEN_REFERENCE = "forbidden_reference"
+    # The timestamp cannot be placed on a UTC calendar day (it is needed for the result keys).
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    # Another frame with the same id (and a different image) already has a result at the same keys.
+    DUPLICATE_FRAME = "duplicate_frame"
+    # The frame failed alone for infrastructure reasons more often than the consumer's attempt limit.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    # Last line of defence: handling the record raised something unforeseen; the detail names the type.
+    INTERNAL_ERROR = "internal_error"
 
 
 def verdict_for(score: float, threshold: float) -> Verdict:
@@ -122,6 +135,12 @@ class InspectionResult(_Message):
     reference_version: str
     latency_ms: float = Field(ge=0.0, description="Time from poll to stored result inside the consumer.")
     map_statistics: MapStatistics
+    input_digest: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the image file scored: tells a replay of the same frame from another frame "
+        "that reuses its id.",
+    )
 
     @model_validator(mode="after")
     def _verdict_matches_score(self) -> InspectionResult:
@@ -139,9 +158,32 @@ class DeadLetter(_Message):
     topic: str
     partition: int
     offset: int
-    key: str | None = None
-    payload: WireBytes = Field(description="Original message bytes, cut to a maximum length.")
+    key: str | None = Field(None, description="The original record's key (its first characters when it is long).")
+    payload: WireBytes = Field(
+        description="The original message bytes; only their first bytes when payload_truncated (then payload_uri "
+        "names the stored original)."
+    )
     payload_size: int = Field(ge=0, description="Length of the original message in bytes.")
     payload_truncated: bool
+    payload_uri: str | None = Field(
+        None, description="s3:// URI of the StoredOriginal (key and value) when they do not fit in this record."
+    )
     frame_id: str | None = Field(None, description="Frame id when the message was parseable enough to tell.")
     failed_at: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _original_recoverable(self) -> DeadLetter:
+        if self.payload_truncated and self.payload_uri is None:
+            raise ValueError("a dead letter with a truncated payload needs the payload_uri of the stored original")
+        return self
+
+
+class StoredOriginal(_Message):
+    """A dead-lettered record kept whole in the object store, for replay: its key and value as received."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    topic: str
+    partition: int
+    offset: int
+    key: WireBytes | None = None
+    value: WireBytes

@@ -6,6 +6,7 @@ import functools
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import timezone
@@ -34,6 +35,15 @@ _PERMANENT_S3_CODES = {
     "InvalidArgument",
     "MethodNotAllowed",
 }
+# Codes that are worth retrying whatever HTTP status carried them (S3 sends RequestTimeout as a 400).
+_TRANSIENT_S3_CODES = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "OperationAborted"}
+# Any other code is classified by its HTTP status: 5xx and 429 are the server's trouble, other 4xx the request's.
+_TRANSIENT_STATUS = 500
+_TOO_MANY_REQUESTS = 429
+# S3 bucket naming rules: 3-63 characters of lowercase letters, digits, dots and hyphens, starting and ending
+# with a letter or digit, no two adjacent dots, not an IP address.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 
 # The S3 multi-object delete takes at most 1000 keys per request.
@@ -56,8 +66,22 @@ class ObjectStoreUnavailable(RuntimeError):
     """The object store kept failing until the retry deadline passed; nothing was dropped silently."""
 
 
+class ObjectTooLarge(ObjectStoreError):
+    """An object is larger than the caller accepts; it was not read."""
+
+
+class InvalidS3Uri(ValueError):
+    """A string is not a usable s3://bucket/key URI; the message says why."""
+
+
 class RetryPolicy(BaseModel):
-    """Exponential backoff bounded by a total deadline."""
+    """Exponential backoff bounded by a total deadline: the one retry schedule of the online system.
+
+    delay_s(attempt) = min(initial_backoff_s * multiplier^(attempt - 1), max_backoff_s), attempt >= 1.
+    The object store retries each call with it until deadline_s; the frame consumer uses the same schedule
+    between attempts at a micro-batch or a single frame (there the deadline does not apply: an unreachable
+    service stalls the stream instead of failing frames).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -65,6 +89,11 @@ class RetryPolicy(BaseModel):
     initial_backoff_s: float = Field(0.2, gt=0)
     max_backoff_s: float = Field(5.0, gt=0)
     multiplier: float = Field(2.0, ge=1.0)
+
+    def delay_s(self, attempt: int) -> float:
+        """Wait after the given failed attempt (1 = the first failure)."""
+        exponent = min(max(attempt, 1) - 1, 64)  # capped: the power must not overflow a float
+        return min(self.initial_backoff_s * self.multiplier**exponent, self.max_backoff_s)
 
 
 class ResultKeys(NamedTuple):
@@ -88,18 +117,35 @@ def result_keys(domain: str, line: str, timestamp: AwareDatetime, frame_id: str)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Split s3://bucket/key into (bucket, key)."""
+    """Split s3://bucket/key into (bucket, key); InvalidS3Uri unless the bucket follows the S3 naming rules
+    and the key is one the S3 client can address (no '.' or '..' path segment, no control character)."""
     if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
+        raise InvalidS3Uri(f"not an s3:// URI: {_shown(uri)}")
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket or not key:
-        raise ValueError(f"s3 URI needs both bucket and key: {uri!r}")
+        raise InvalidS3Uri(f"s3 URI needs both bucket and key: {_shown(uri)}")
+    if not _BUCKET_NAME.match(bucket) or ".." in bucket or _IP_ADDRESS.match(bucket):
+        raise InvalidS3Uri(f"invalid bucket name {_shown(bucket)} in {_shown(uri)}")
+    if any(segment in {".", ".."} for segment in key.split("/")):
+        raise InvalidS3Uri(f"object key with a '.' or '..' segment in {_shown(uri)}")
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in key):
+        raise InvalidS3Uri(f"object key with a control character in {_shown(uri)}")
     return bucket, key
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """repr() of a possibly huge, hostile string, cut so that error messages stay small."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _is_retryable(error: Exception) -> bool:
     if isinstance(error, S3Error):
-        return error.code not in _PERMANENT_S3_CODES
+        if error.code in _TRANSIENT_S3_CODES:
+            return True
+        if error.code in _PERMANENT_S3_CODES:
+            return False
+        status = getattr(error.response, "status", None)
+        return isinstance(status, int) and (status >= _TRANSIENT_STATUS or status == _TOO_MANY_REQUESTS)
     # Connection refused/reset, timeouts, 5xx and non-S3 answers from a server still starting up.
     return isinstance(error, (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError))
 
@@ -146,7 +192,6 @@ class ObjectStore:
 
     def _with_retry(self, operation: str, call: Callable[[], T]) -> T:
         deadline = time.monotonic() + self._retry.deadline_s
-        backoff = self._retry.initial_backoff_s
         attempt = 1
         while True:
             try:
@@ -167,8 +212,7 @@ class ObjectStore:
                     error,
                     extra={"operation": operation, "attempt": attempt, "error": str(error)},
                 )
-                time.sleep(min(backoff, remaining))
-                backoff = min(backoff * self._retry.multiplier, self._retry.max_backoff_s)
+                time.sleep(min(self._retry.delay_s(attempt), remaining))
                 attempt += 1
 
     def ensure_bucket(self, bucket: str) -> None:
@@ -192,18 +236,39 @@ class ObjectStore:
             lambda: self._client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type),
         )
 
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        """Read one object whole; a missing object raises minio.error.S3Error (code NoSuchKey) at once."""
+    def get_bytes(self, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+        """Read one object whole; a missing object raises minio.error.S3Error (code NoSuchKey) at once.
+
+        With max_bytes, the object's size is checked (stat) before it is read, and ObjectTooLarge is raised
+        without reading it when it is larger; the read itself stops after max_bytes + 1 bytes, so an object
+        replaced by a larger one in between is refused as well.
+        """
 
         def read() -> bytes:
+            if max_bytes is not None:
+                size = self._client.stat_object(bucket, key).size or 0
+                if size > max_bytes:
+                    raise ObjectTooLarge(f"s3://{bucket}/{key} is {size} bytes, above the limit of {max_bytes}")
             response = self._client.get_object(bucket, key)
             try:
-                return response.read()
+                data = response.read() if max_bytes is None else response.read(max_bytes + 1)
             finally:
                 response.close()
                 response.release_conn()
+            if max_bytes is not None and len(data) > max_bytes:
+                raise ObjectTooLarge(f"s3://{bucket}/{key} grew above the limit of {max_bytes} bytes while read")
+            return data
 
         return self._with_retry(f"get s3://{bucket}/{key}", read)
+
+    def find_bytes(self, bucket: str, key: str) -> bytes | None:
+        """Read one object whole, or None when it does not exist."""
+        try:
+            return self.get_bytes(bucket, key)
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchObject", "NotFound"}:
+                return None
+            raise
 
     def put_bytes_if(
         self, bucket: str, key: str, data: bytes, etag: str | None, content_type: str = "application/octet-stream"

@@ -65,7 +65,7 @@ from model import InCTRLv2, PromptBank
 from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
 from services.deployment_config import DOMAIN_NAME_PATTERN
 from services.object_store import ObjectStore, PreconditionFailed
-from services.result_encoding import ImageDecodeError, decode_image
+from services.image_decoding import ImageDecodeError, decode_image
 from services.serving.image_batch import stack_for_backbone
 from services.serving.serving_settings import ServingSettings
 

@@ -61,10 +61,57 @@ class ServiceSettings(BaseSettings):
         description="Producer: images up to this size travel inline (base64); larger ones go to S3 by URI.",
     )
     max_image_pixels: int = Field(
-        40_000_000, gt=0, description="Decoded images above this pixel count are dead-lettered as oversize."
+        40_000_000, gt=0, description="Decoded images above this pixel count are dead-lettered as image_too_large."
+    )
+    max_image_side: int = Field(
+        16_384,
+        gt=0,
+        le=65_500,
+        description="Images wider or taller than this are dead-lettered as image_too_large (a JPEG overlay side "
+        "cannot exceed 65,500).",
+    )
+    max_decoded_image_bytes: int = Field(
+        268_435_456,
+        gt=0,
+        description="Largest decoded frame (float32 RGB: 12 bytes a pixel); larger ones are dead-lettered as "
+        "image_too_large before they are decoded.",
+    )
+    max_image_object_bytes: int = Field(
+        50_000_000,
+        gt=0,
+        description="Largest image object read by image_uri; its size is checked before it is read.",
+    )
+    max_in_flight_bytes: int = Field(
+        1_073_741_824,
+        gt=0,
+        description="The consumer polls no more while the frames it holds (messages, fetched files, decoded "
+        "pixels) take this many bytes; one micro-batch may go above it.",
+    )
+    image_uri_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="s3://bucket/prefix locations an image_uri may name (comma-separated in the environment); "
+        "empty means the frames bucket. Any other reference is dead-lettered as forbidden_reference.",
+    )
+    frame_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Inspections one frame may fail for infrastructure reasons while the service answers "
+        "others, before it alone is dead-lettered as retries_exhausted.",
+    )
+    inspect_retry_initial_backoff_s: float = Field(
+        0.5, gt=0, description="First wait before an inspection is tried again; doubles each retry."
+    )
+    inspect_retry_max_backoff_s: float = Field(
+        30.0, gt=0, description="Upper bound of one wait between inspection attempts (also while Serve is down)."
     )
     dead_letter_payload_max_bytes: int = Field(
-        256_000, gt=0, description="Original payload bytes kept in a DeadLetter record; the rest is cut."
+        256_000,
+        gt=0,
+        description="A dead letter carries its original message inline up to this size; a larger original is "
+        "stored in the dead-letter bucket, referenced by payload_uri, and only its first bytes travel inline.",
+    )
+    dead_letter_bucket: str | None = Field(
+        None, description="Bucket of originals too large for a dead letter (under dead-letters/); the results bucket when unset."
     )
     s3_endpoint: str = Field("127.0.0.1:18333", description="S3 endpoint as host:port (no scheme).")
     s3_secure: bool = Field(False, description="Use HTTPS for S3.")
@@ -115,6 +162,24 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, list) and not value:
             raise ValueError("frames_topics needs at least one topic")
         return value
+
+    @field_validator("image_uri_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [prefix.strip() for prefix in value.split(",") if prefix.strip()]
+        for prefix in value if isinstance(value, list) else []:
+            if not isinstance(prefix, str) or not prefix.startswith("s3://") or len(prefix) <= len("s3://"):
+                raise ValueError(f"image_uri_prefixes entries must be s3://bucket[/prefix], got {prefix!r}")
+        return value
+
+    def allowed_image_prefixes(self) -> list[str]:
+        """Where an image_uri may point: the configured prefixes, or the whole frames bucket."""
+        return self.image_uri_prefixes or [f"s3://{self.frames_bucket}/"]
+
+    def dead_letter_store_bucket(self) -> str:
+        """Bucket holding originals too large to travel inside their dead letter."""
+        return self.dead_letter_bucket or self.results_bucket
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection keyword arguments shared by every kafka-python client (consumer, producer, admin).

@@ -19,7 +19,7 @@ from model import InCTRLv2
 from pipelines.synth import DOMAINS
 from pipelines.synth.generator import generate
 from services.registry import load_reference_images
-from services.result_encoding import decode_image
+from services.image_decoding import decode_image
 from services.serving.backbone_choice import choose_detector
 from services.serving.bank_cache import BankCache
 from services.serving.engine import FrameInput, InspectionEngine

@@ -15,10 +15,11 @@ from kafka import KafkaProducer
 from PIL import Image
 
 from services.ingest import FrameConsumer
-from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, Verdict
-from services.object_store import ObjectStore
+from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, StoredOriginal, Verdict
+from services.object_store import ObjectStore, parse_s3_uri
 from services.producer import FrameProducer
-from services.result_encoding import decode_image, decode_map_png
+from services.image_decoding import decode_image
+from services.result_encoding import decode_map_png
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -118,7 +119,8 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
         "corrupt": (request_bytes(frame_id="corrupt", image=b"\x89PNG\r\n\x1a\n garbage"), DeadLetterReason.UNDECODABLE_IMAGE),
         "unknown": (request_bytes(frame_id="unknown", domain="turbine", image=plain_image(1)), DeadLetterReason.UNKNOWN_DOMAIN),
         "oversize": (request_bytes(frame_id="oversize", image=noise_image(2) * 8), DeadLetterReason.OVERSIZE),
-        "missing-uri": (request_bytes(frame_id="missing-uri", image_uri=f"s3://{settings.results_bucket}/nope.png"), DeadLetterReason.UNDECODABLE_IMAGE),
+        "missing-uri": (request_bytes(frame_id="missing-uri", image_uri=f"s3://{settings.frames_bucket}/nope.png"), DeadLetterReason.UNDECODABLE_IMAGE),
+        "elsewhere": (request_bytes(frame_id="elsewhere", image_uri=f"s3://{settings.results_bucket}/results/x/map.png"), DeadLetterReason.FORBIDDEN_REFERENCE),
     }  # fmt: skip
     producer = raw_producer(settings)
     producer.send(topic, partition=0, value=request_bytes(frame_id="good-first", image=plain_image(3)))
@@ -137,13 +139,16 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
     letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, len(bad))]
     assert len(letters) == len(bad)
     by_frame = {letter.frame_id: letter for letter in letters}
-    for frame_id in ("corrupt", "unknown", "oversize", "missing-uri", "no-domain"):
+    for frame_id in ("corrupt", "unknown", "oversize", "missing-uri", "no-domain", "elsewhere"):
         assert by_frame[frame_id].reason == bad[frame_id][1], by_frame[frame_id]
     assert by_frame[None].reason == DeadLetterReason.SCHEMA_VIOLATION and "Invalid JSON" in by_frame[None].detail
     assert "domain" in by_frame["no-domain"].detail
     assert "above the limit of 50000" in by_frame["oversize"].detail
     assert by_frame["oversize"].payload_truncated and len(by_frame["oversize"].payload) == 100
     assert by_frame["oversize"].payload_size == len(bad["oversize"][0])
+    # The original did not fit the letter: it is kept whole in the object store.
+    stored = StoredOriginal.from_bytes(object_store.get_bytes(*parse_s3_uri(by_frame["oversize"].payload_uri or "")))
+    assert stored.value == bad["oversize"][0] and stored.offset == by_frame["oversize"].offset
     assert sorted(letter.offset for letter in letters) == list(range(1, len(bad) + 1))
     results = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, 2)]
     assert {result.frame_id for result in results} == {"good-first", "good-last"}
@@ -153,10 +158,14 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
         assert again.run(idle_timeout_s=3).polled == 0
 
 
-def test_failing_detector_dead_letters_its_batch(
+def test_a_detector_that_always_fails_dead_letters_each_frame_after_its_attempts(
     service_settings: ServiceSettings, object_store: ObjectStore, read_topic: Callable[..., list[bytes]]
 ) -> None:
-    def broken_inspect(frames: object) -> list[object]:
+    settings = service_settings.model_copy(update={"frame_max_attempts": 3, "inspect_retry_initial_backoff_s": 0.05})
+    calls: list[int] = []
+
+    def broken_inspect(frames: list[object]) -> list[object]:
+        calls.append(len(frames))
         raise RuntimeError("CUDA out of memory")
 
     producer = raw_producer(service_settings)
@@ -164,10 +173,12 @@ def test_failing_detector_dead_letters_its_batch(
         producer.send(service_settings.frames_topics[0], value=request_bytes(frame_id=f"f{i}", image=plain_image(i)))
     producer.flush()
     producer.close()
-    with FrameConsumer(service_settings, broken_inspect, object_store) as consumer:
+    with FrameConsumer(settings, broken_inspect, object_store) as consumer:
         stats = consumer.run(max_frames=3, idle_timeout_s=30)
-    assert stats.dead_letters == Counter({"inference_error": 3}) and stats.results == 0
-    letters = [DeadLetter.from_bytes(value) for value in read_topic(service_settings.dead_letter_topic, 3)]
+    # Never an inference_error on the first try: tried as a batch, then alone, then dead-lettered.
+    assert stats.dead_letters == Counter({"retries_exhausted": 3}) and stats.results == 0
+    assert calls.count(1) >= 3 * (settings.frame_max_attempts - 1)
+    letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, 3)]
     assert {letter.frame_id for letter in letters} == {"f0", "f1", "f2"}
     assert all("RuntimeError: CUDA out of memory" in letter.detail for letter in letters)
     assert object_store.list_keys(service_settings.results_bucket, "results/") == []

@@ -23,7 +23,8 @@ from services.ingest import FrameConsumer
 from services.inspection import DecodedFrame
 from services.messages import DeadLetter, InspectionRequest, InspectionResult
 from services.producer import FrameProducer
-from services.result_encoding import decode_image, decode_map_png
+from services.image_decoding import decode_image
+from services.result_encoding import decode_map_png
 from services.serve_app import InspectionClient
 from services.settings import ServiceSettings
 

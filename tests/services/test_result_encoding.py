@@ -1,4 +1,4 @@
-"""Image decoding errors, 16-bit map PNG round trip, jet colormap and overlays."""
+"""16-bit map PNG round trip, jet colormap and overlays."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.image_decoding import ImageDecodeError
 from services.result_encoding import (
-    ImageDecodeError,
-    ImageTooLarge,
-    decode_image,
     decode_map_png,
     encode_map_png,
     jet_colormap,
@@ -24,48 +22,6 @@ def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def test_rgb_png_decodes_to_channel_first_unit_range() -> None:
-    pixels = np.zeros((4, 6, 3), dtype=np.uint8)
-    pixels[1, 2] = (255, 0, 51)
-    array = decode_image(encoded(Image.fromarray(pixels)))
-    assert array.shape == (3, 4, 6) and array.dtype == np.float32
-    assert array[:, 1, 2].tolist() == pytest.approx([1.0, 0.0, 0.2])
-    assert array.sum() == pytest.approx(1.2)
-
-
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "1"])
-def test_other_modes_become_three_channels(mode: str) -> None:
-    image = Image.new(mode, (5, 3))
-    fmt = "JPEG" if mode == "CMYK" else "PNG"
-    assert decode_image(encoded(image, fmt)).shape == (3, 3, 5)
-
-
-def test_sixteen_bit_greyscale_keeps_its_range() -> None:
-    levels = np.array([[0, 32768, 65535]], dtype=np.uint16)
-    array = decode_image(encoded(Image.fromarray(levels)))
-    assert array[0, 0].tolist() == pytest.approx([0.0, 32768 / 65535, 1.0])
-    assert np.array_equal(array[0], array[2])
-
-
-def test_empty_corrupt_truncated_and_oversize_images_raise_clear_errors() -> None:
-    with pytest.raises(ImageDecodeError, match="empty"):
-        decode_image(b"")
-    with pytest.raises(ImageDecodeError, match="corrupt or unrecognised"):
-        decode_image(b"definitely not an image")
-    png = encoded(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
-    with pytest.raises(ImageDecodeError, match="corrupt"):
-        decode_image(png[: len(png) // 2])
-    with pytest.raises(ImageTooLarge, match="64x64 pixels, above the limit of 1000"):
-        decode_image(png, max_pixels=1000)
-
-
-def test_float_tiff_is_read_as_unit_range_greyscale() -> None:
-    values = np.array([[0.25, 2.0], [-1.0, 1.0]], dtype=np.float32)
-    array = decode_image(encoded(Image.fromarray(values), "TIFF"))
-    assert array.shape == (3, 2, 2)
-    assert array[1].tolist() == [[0.25, 1.0], [0.0, 1.0]]
 
 
 def test_map_png_round_trip_is_sixteen_bit_accurate() -> None:
