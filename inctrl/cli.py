@@ -12,7 +12,7 @@ from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.console.commands import console_app
 from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
-from services.stream_commands import produce
+from services.stream_commands import produce, replay_dead_letters_command
 
 from .progress import configure_logging
 from services.index.commands import index_command
@@ -29,6 +29,7 @@ app.command("quality")(quality)
 app.command("produce", help="Feed a folder of images to the frames topic.")(produce)
 app.command("serve")(serve_command)
 app.command("consume")(consume_command)
+app.command("replay-dead-letters")(replay_dead_letters_command)
 app.command("demo")(demo_command)
 app.command("index")(index_command)
 bench_app.command("stream")(bench_stream_command)

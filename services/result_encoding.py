@@ -1,4 +1,4 @@
-"""Image bytes <-> arrays: decoding incoming frames, 16-bit PNG anomaly maps, JPEG heat-map overlays.
+"""Result images: 16-bit PNG anomaly maps and JPEG heat-map overlays (incoming frames: image_decoding).
 
 Only numpy and PIL, so the CLI can reuse it without the streaming stack.
 """
@@ -6,62 +6,14 @@ Only numpy and PIL, so the CLI can reuse it without the streaming stack.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image
 
-# Modes PIL can turn into RGB without guessing; anything else (e.g. multi-band scientific formats) is refused.
+from services.image_decoding import ImageDecodeError
+
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
-_CONVERTIBLE_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 _MAP_LEVELS = 65535
-
-
-class ImageDecodeError(ValueError):
-    """An image payload cannot be turned into an RGB array; the message says why."""
-
-
-class ImageTooLarge(ImageDecodeError):
-    """The image header declares more pixels than allowed; it was not decoded."""
-
-
-def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
-    """Decode image file bytes into a float32 array (3, H, W) in [0, 1].
-
-    Raises ImageDecodeError for empty, corrupt, truncated, oversized or unsupported-mode images.
-    """
-    if len(data) == 0:
-        raise ImageDecodeError("image payload is empty (zero bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width == 0 or height == 0:
-                raise ImageDecodeError(f"image has zero size ({width}x{height})")
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(f"image is {width}x{height} pixels, above the limit of {max_pixels}")
-            image.load()
-    except ImageDecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLarge(f"image is too large to decode safely: {error}") from error
-    except Exception as error:  # PIL raises many types for corrupt files (OSError, SyntaxError, ValueError...)
-        raise ImageDecodeError(f"corrupt or unrecognised image data ({len(data)} bytes): {error}") from error
-    return _to_rgb_array(image)
-
-
-def _to_rgb_array(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES or mode in {"I", "F"}:
-        grey = np.asarray(image, dtype=np.float32)
-        scale = 1.0 if mode == "F" else float(_MAP_LEVELS)
-        grey = np.clip(grey / scale, 0.0, 1.0)
-        return np.repeat(grey[None], 3, axis=0)
-    if mode not in _CONVERTIBLE_MODES:
-        raise ImageDecodeError(f"unsupported image mode {mode!r}")
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
 def validate_anomaly_map(anomaly_map: np.ndarray) -> np.ndarray:
