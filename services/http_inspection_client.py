@@ -1,10 +1,10 @@
 """The FrameConsumer's `inspect` callable over HTTP: POST /v1/inspect/batch on the Serve app's ingress.
 
 Used where the consumer runs outside the Ray cluster (the Helm chart's consumer pods). Connection failures
-and gateway answers (404 while the app deploys, 502/503/504) are retried a bounded number of times; then
+and answers that are nobody's input fault (404 while the app deploys, 5xx, 401/403/429) are retried a bounded number of times; then
 InspectionUnavailable is raised, so the consumer commits nothing and replays the batch. Any other refusal
-raises InspectionRequestRejected, which the consumer dead-letters as inference_error with the server's
-answer in the detail.
+raises InspectionRequestRejected, which the consumer treats as a failed attempt of those frames: it tries
+them one by one and dead-letters one only after its attempt limit, with the server's answer in the detail.
 """
 from __future__ import annotations
 
@@ -25,11 +25,14 @@ from services.batch_inspection import (
     BatchManifest,
 )
 from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable
+from services.object_store import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
-# 404: the Serve proxy answers it while the application is still being deployed.
-_RETRYABLE_STATUS = {404, 502, 503, 504}
+# 404: the Serve proxy answers it while the application is still being deployed. 500: a replica or the
+# ingress failed, nobody's input fault. 401/403: this consumer's token is missing or lacks the scope, a
+# configuration fault that no frame may be blamed for. 429: overload.
+_RETRYABLE_STATUS = {401, 403, 404, 429, 500, 502, 503, 504}
 _HEALTH_TIMEOUT_S = 2.0
 _ERROR_BODY_CHARS = 500
 
@@ -57,8 +60,7 @@ class HttpInspectionClient:
         self.base_url = serve_url.rstrip("/")
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
-        self._initial_backoff_s = initial_backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._retry = RetryPolicy(initial_backoff_s=initial_backoff_s, max_backoff_s=max_backoff_s)
         self._session = requests.Session()
         if token is not None:  # the ingress's `inspect` scope (services/auth.py)
             self._session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
@@ -96,7 +98,6 @@ class HttpInspectionClient:
 
     def _post(self, parts: list[tuple[str, tuple[str | None, bytes | str, str]]], count: int) -> requests.Response:
         url = f"{self.base_url}{BATCH_ROUTE}"
-        backoff = self._initial_backoff_s
         attempt = 0
         while True:
             attempt += 1
@@ -117,12 +118,12 @@ class HttpInspectionClient:
                 failure = f"HTTP {response.status_code}: {_error_text(response)}"
             if attempt == self._max_attempts:
                 raise InspectionUnavailable(f"{url} still failing after {attempt} attempts: {failure}")
+            backoff = self._retry.delay_s(attempt)
             logger.warning(
                 "inspection request failed, retrying",
                 extra={"url": url, "attempt": attempt, "error": failure, "backoff_s": backoff},
             )
             time.sleep(backoff)
-            backoff = min(2 * backoff, self._max_backoff_s)
 
 
 def _encoded_image(frame: DecodedFrame) -> bytes:
