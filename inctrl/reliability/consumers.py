@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 _LOG_TAIL_CHARS = 1500
 _STOP_TIMEOUT_S = 60.0
+# kafka-python's INFO line when a member gets a non-empty assignment ("... partitions set()" when empty).
+_ASSIGNED_MARK = "Setting newly assigned partitions {"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,10 @@ class ConsumerProcesses:
         """SIGTERM and wait: the member drains, commits and leaves the group; anything but exit 0 is counted."""
         self._end(member)
 
+    def holds_partitions(self, member: int) -> bool:
+        """Whether the member's current process was given partitions (kafka-python logs each assignment)."""
+        return _ASSIGNED_MARK in _tail(self._members[member].log, None)
+
     def supervise(self) -> None:
         """Restart members that ended without being asked to, counting each exit."""
         for member, entry in list(self._members.items()):
@@ -212,9 +218,10 @@ class ConsumerThreads:
                 self.leave(member)
 
 
-def _tail(log: Path) -> str:
+def _tail(log: Path, chars: int | None = _LOG_TAIL_CHARS) -> str:
     try:
-        return log.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
+        text = log.read_text(errors="replace")
+        return text if chars is None else text[-chars:]
     except OSError:
         return ""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +28,8 @@ from services.stack import LocalStack
 logger = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL_S = 0.2
+# Process start (imports) plus a group join with the 6 s session timeout, with room on a loaded machine.
+_JOIN_TIMEOUT_S = 45.0
 
 
 @dataclass
@@ -50,6 +52,14 @@ class FaultContext:
             self.group.supervise()
             time.sleep(_PROGRESS_INTERVAL_S)
         return done
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until condition() holds (at most timeout_s, never past the deadline), supervising meanwhile."""
+        until = min(self.deadline, time.monotonic() + timeout_s)
+        while not (met := condition()) and time.monotonic() < until:
+            self.group.supervise()
+            time.sleep(_PROGRESS_INTERVAL_S)
+        return met
 
     def hold(self, seconds: float) -> None:
         """Let `seconds` pass, restarting members that exit meanwhile."""
@@ -85,7 +95,12 @@ class ConsumerKill:
 
 @dataclass(frozen=True)
 class Rebalance:
-    """A second consumer joins the group mid-stream, later the first one leaves (SIGTERM, graceful)."""
+    """A second consumer joins the group mid-stream; once it holds partitions, the first leaves (SIGTERM).
+
+    The leave waits for the join's rebalance to finish: Tansu leaves the remaining member without an
+    assignment when the group leader leaves while a rebalance is still in progress (reproduced with two
+    plain kafka-python consumers), a broker fault real Kafka does not have.
+    """
 
     trigger: float = 0.25
     leave_at: float = 0.55
@@ -94,9 +109,14 @@ class Rebalance:
         return f"a consumer joins after {self.trigger:.0%} of the frames, the first leaves after {self.leave_at:.0%}"
 
     def inject(self, context: FaultContext) -> None:
-        context.group.start()
+        if not isinstance(context.group, ConsumerProcesses):
+            raise TypeError("Rebalance needs consumer processes")
+        group = context.group
+        joined = group.start()
+        # A member whose log level hides the assignment line is given the time a join takes at most.
+        context.wait_until(lambda: group.holds_partitions(joined), timeout_s=_JOIN_TIMEOUT_S)
         context.wait_handled(int(self.leave_at * len(context.frame_ids)))
-        context.group.leave(0)
+        group.leave(0)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ STAND_IN_WORKER = PROJECT_ROOT / "tests" / "integration" / "statistics_inspector
 STAND_IN_DOMAINS = ("washer", "fabric")
 # Small batches, one in flight at a time, and a delay per batch stretch the stream so that a fault lands in its middle.
 STREAM_BATCH = 4
-STAND_IN_DELAY_S = 0.25
+STAND_IN_DELAY_S = 0.3
 
 
 @pytest.fixture(scope="session")
