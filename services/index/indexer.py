@@ -29,7 +29,6 @@ from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
-from sqlalchemy.orm import Session
 
 from services.index.drift import DriftAlert, DriftWatch
 from services.index.metrics import IndexMetrics
@@ -235,12 +234,11 @@ class Indexer:
             self._rewind(records, error)
             return False
         self.metrics.transaction_seconds.observe(time.monotonic() - started)
-        for kind, changed in outcomes:
-            (self.metrics.written if changed else self.metrics.unchanged).labels(kind).inc()
-            if changed:
-                self.stats.written += 1
-            else:
-                self.stats.unchanged += 1
+        for kind, (changed, total) in outcomes.items():
+            self.metrics.written.labels(kind).inc(changed)
+            self.metrics.unchanged.labels(kind).inc(total - changed)
+            self.stats.written += changed
+            self.stats.unchanged += total - changed
         self._commit(records)
         self.stats.batches += 1
         return True
@@ -266,32 +264,38 @@ class Indexer:
                    "partition": record.partition, "offset": record.offset},
         )  # fmt: skip
 
-    def _write(self, session: Session, record: ConsumerRecord, kind: EventKind, event: InspectionResult | DeadLetter) -> bool:
-        if kind == "result":
-            assert isinstance(event, InspectionResult)
-            return self._index.upsert_result(event, EventPosition(record.partition, record.offset), session=session)
-        assert isinstance(event, DeadLetter)
-        return self._index.upsert_dead_letter(event, session=session)
-
-    def _write_all(self, parsed: list[tuple[ConsumerRecord, EventKind, object]]) -> list[tuple[EventKind, bool]]:
+    def _write_all(self, parsed: list[tuple[ConsumerRecord, EventKind, object]]) -> dict[EventKind, tuple[int, int]]:
+        """Every event in one transaction, one statement execution per kind: {kind: (rows changed, events)}."""
+        results = [(event, EventPosition(record.partition, record.offset)) for record, kind, event in parsed if kind == "result"]
+        dead = [event for _, kind, event in parsed if kind == "dead_letter"]
         try:
             with self._index.session() as session, session.begin():
-                return [(kind, self._write(session, record, kind, event)) for record, kind, event in parsed]  # type: ignore[arg-type]
+                return {
+                    "result": (self._index.upsert_results(results, session=session), len(results)),  # type: ignore[arg-type]
+                    "dead_letter": (self._index.upsert_dead_letters(dead, session=session), len(dead)),  # type: ignore[arg-type]
+                }
         except StatementError as error:
             if _refused_by_database(error):
                 raise _Refused(str(error)) from error
             raise
 
-    def _write_one_by_one(self, parsed: list[tuple[ConsumerRecord, EventKind, object]]) -> list[tuple[EventKind, bool]]:
-        outcomes = []
+    def _write_one_by_one(self, parsed: list[tuple[ConsumerRecord, EventKind, object]]) -> dict[EventKind, tuple[int, int]]:
+        """One transaction per event, so the one the database refuses is skipped alone."""
+        outcomes: dict[EventKind, tuple[int, int]] = {"result": (0, 0), "dead_letter": (0, 0)}
         for record, kind, event in parsed:
             try:
                 with self._index.session() as session, session.begin():
-                    outcomes.append((kind, self._write(session, record, kind, event)))  # type: ignore[arg-type]
+                    if kind == "result":
+                        changed = self._index.upsert_result(event, EventPosition(record.partition, record.offset), session=session)  # type: ignore[arg-type]
+                    else:
+                        changed = self._index.upsert_dead_letter(event, session=session)  # type: ignore[arg-type]
             except StatementError as error:
                 if not _refused_by_database(error):
                     raise
                 self._bad(record, kind, "refused_by_database", str(error.orig or error))
+                continue
+            written, total = outcomes[kind]
+            outcomes[kind] = (written + changed, total + 1)
         return outcomes
 
     def _rewind(self, records: Sequence[ConsumerRecord], error: Exception) -> None:

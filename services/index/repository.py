@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -172,6 +172,33 @@ class InspectionIndex:
         self._insert = _upsert_statement(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
+        # Built once: building an ON CONFLICT statement costs more than executing it.
+        self._frame_upsert = self._frame_upsert_statement()
+        self._dead_letter_insert = (
+            self._insert(DeadLetterRow.__table__)
+            .on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])
+            .returning(DeadLetterRow.__table__.c.id)
+        )
+
+    def _frame_upsert_statement(self) -> Any:
+        table = FrameRow.__table__
+        statement = self._insert(table)
+        stored, incoming = table.c, statement.excluded
+        newer = and_(
+            incoming.event_digest != stored.event_digest,
+            or_(
+                incoming.timestamp > stored.timestamp,
+                and_(
+                    incoming.timestamp == stored.timestamp,
+                    func.coalesce(incoming.event_offset, -1) > func.coalesce(stored.event_offset, -1),
+                ),
+            ),
+        )
+        key = {"id", "domain", "line", "frame_id"}
+        updated = {column.name: incoming[column.name] for column in table.columns if column.name not in key}
+        return statement.on_conflict_do_update(
+            index_elements=["domain", "line", "frame_id"], set_=updated, where=newer
+        ).returning(table.c.id)
 
     def session(self) -> Session:
         """A new session; `with index.session() as s, s.begin():` groups writes into one transaction."""
@@ -183,46 +210,35 @@ class InspectionIndex:
         self, result: InspectionResult, position: EventPosition | None = None, session: Session | None = None
     ) -> bool:
         """Insert the frame or replace it with a newer event; True when the row changed."""
-        values = {
-            "domain": result.domain, "line": result.line, "frame_id": result.frame_id,
-            "timestamp": result.timestamp, "score": result.score, "threshold": result.threshold,
-            "verdict": result.verdict.value, "bucket": result.bucket, "result_key": result.result_key,
-            "map_key": result.map_key, "overlay_key": result.overlay_key, "model_version": result.model_version,
-            "reference_version": result.reference_version, "latency_ms": result.latency_ms,
-            "map_statistics": result.map_statistics.model_dump(mode="json"),
-            "event_digest": hashlib.sha256(result.to_bytes()).hexdigest(),
-            "event_partition": position.partition if position else None,
-            "event_offset": position.offset if position else None,
-            "indexed_at": self._clock(),
-        }  # fmt: skip
-        statement = self._insert(FrameRow).values(**values)
-        stored, incoming = FrameRow.__table__.c, statement.excluded
-        newer = and_(
-            incoming.event_digest != stored.event_digest,
-            or_(
-                incoming.timestamp > stored.timestamp,
-                and_(
-                    incoming.timestamp == stored.timestamp,
-                    func.coalesce(incoming.event_offset, -1) > func.coalesce(stored.event_offset, -1),
-                ),
-            ),
-        )
-        updated = {name: getattr(incoming, name) for name in values if name not in ("domain", "line", "frame_id")}
-        statement = statement.on_conflict_do_update(
-            index_elements=["domain", "line", "frame_id"], set_=updated, where=newer
-        )
-        return self._changed(statement.returning(FrameRow.id), session)
+        return self._changed(self._frame_upsert, _frame_values(result, position, self._clock()), session)
+
+    def upsert_results(
+        self, events: Sequence[tuple[InspectionResult, EventPosition | None]], session: Session | None = None
+    ) -> int:
+        """upsert_result for many events in one statement execution; returns how many rows changed.
+
+        Events of one frame within the batch are reduced to the newest first (one statement may not touch
+        a row twice on PostgreSQL); the superseded ones count as unchanged.
+        """
+        now = self._clock()
+        newest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for result, position in events:
+            values = _frame_values(result, position, now)
+            key = (result.domain, result.line, result.frame_id)
+            held = newest.get(key)
+            if held is None or _event_order(values) >= _event_order(held):
+                newest[key] = values
+        return self._changed_many(self._frame_upsert, list(newest.values()), session)
+
+    def upsert_dead_letters(self, dead_letters: Sequence[DeadLetter], session: Session | None = None) -> int:
+        """upsert_dead_letter for many in one statement execution; returns how many were inserted."""
+        now = self._clock()
+        unique = {(d.topic, d.partition, d.offset): _dead_letter_values(d, now) for d in reversed(dead_letters)}
+        return self._changed_many(self._dead_letter_insert, list(unique.values()), session)
 
     def upsert_dead_letter(self, dead_letter: DeadLetter, session: Session | None = None) -> bool:
         """Insert the dead letter unless its frame message is already indexed; True when inserted."""
-        statement = self._insert(DeadLetterRow).values(
-            topic=dead_letter.topic, partition=dead_letter.partition, offset=dead_letter.offset,
-            reason=dead_letter.reason.value, detail=dead_letter.detail, frame_id=dead_letter.frame_id,
-            domain=_payload_field(dead_letter.payload, "domain"), line=_payload_field(dead_letter.payload, "line"),
-            key=dead_letter.key, payload_size=dead_letter.payload_size, payload_truncated=dead_letter.payload_truncated,
-            failed_at=dead_letter.failed_at, indexed_at=self._clock(),
-        ).on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])  # fmt: skip
-        return self._changed(statement.returning(DeadLetterRow.id), session)
+        return self._changed(self._dead_letter_insert, _dead_letter_values(dead_letter, self._clock()), session)
 
     def record_review(self, review: Review, session: Session | None = None) -> Review:
         """Append a review; returns it as stored."""
@@ -246,15 +262,23 @@ class InspectionIndex:
         with self._sessions() as own, own.begin():
             own.execute(statement)
 
-    def _changed(self, statement: Any, session: Session | None) -> bool:
+    def _changed_many(self, statement: Any, rows: list[dict[str, Any]], session: Session | None) -> int:
+        if not rows:
+            return 0
+        if session is not None:
+            return len(session.execute(statement, rows).all())
+        with self._sessions() as own, own.begin():
+            return len(own.execute(statement, rows).all())
+
+    def _changed(self, statement: Any, values: dict[str, Any], session: Session | None) -> bool:
         """Run an INSERT ... ON CONFLICT ... RETURNING; True when it wrote a row.
 
         RETURNING rather than rowcount: psycopg reports no rowcount for these statements.
         """
         if session is not None:
-            return session.execute(statement).first() is not None
+            return session.execute(statement, values).first() is not None
         with self._sessions() as own, own.begin():
-            return own.execute(statement).first() is not None
+            return own.execute(statement, values).first() is not None
 
     # ---- reads --------------------------------------------------------------------------------------
 
@@ -346,6 +370,37 @@ class InspectionIndex:
             query = query.where(DriftStatusRow.domain == domain)
         with self._sessions() as session:
             return [DriftStatus.model_validate(row, from_attributes=True) for row in session.scalars(query)]
+
+
+def _frame_values(result: InspectionResult, position: EventPosition | None, now: datetime) -> dict[str, Any]:
+    return {
+        "domain": result.domain, "line": result.line, "frame_id": result.frame_id,
+        "timestamp": result.timestamp, "score": result.score, "threshold": result.threshold,
+        "verdict": result.verdict.value, "bucket": result.bucket, "result_key": result.result_key,
+        "map_key": result.map_key, "overlay_key": result.overlay_key, "model_version": result.model_version,
+        "reference_version": result.reference_version, "latency_ms": result.latency_ms,
+        "map_statistics": result.map_statistics.model_dump(mode="json"),
+        "event_digest": hashlib.sha256(result.to_bytes()).hexdigest(),
+        "event_partition": position.partition if position else None,
+        "event_offset": position.offset if position else None,
+        "indexed_at": now,
+    }  # fmt: skip
+
+
+def _event_order(values: dict[str, Any]) -> tuple[datetime, int]:
+    """The order upserts keep: capture time, then position on the results topic (-1 when unknown)."""
+    offset = values["event_offset"]
+    return values["timestamp"], -1 if offset is None else offset
+
+
+def _dead_letter_values(dead_letter: DeadLetter, now: datetime) -> dict[str, Any]:
+    return {
+        "topic": dead_letter.topic, "partition": dead_letter.partition, "offset": dead_letter.offset,
+        "reason": dead_letter.reason.value, "detail": dead_letter.detail, "frame_id": dead_letter.frame_id,
+        "domain": _payload_field(dead_letter.payload, "domain"), "line": _payload_field(dead_letter.payload, "line"),
+        "key": dead_letter.key, "payload_size": dead_letter.payload_size,
+        "payload_truncated": dead_letter.payload_truncated, "failed_at": dead_letter.failed_at, "indexed_at": now,
+    }  # fmt: skip
 
 
 def _filtered(query: Select[Any], frame_filter: FrameFilter) -> Select[Any]:

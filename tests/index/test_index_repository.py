@@ -160,3 +160,18 @@ def test_drift_status_is_replaced_per_line(index: InspectionIndex) -> None:
 def test_only_sqlite_and_postgresql_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="only sqlite and postgresql"):
         create_index_engine("mysql+pymysql://user@localhost/db")
+
+
+def test_batch_upsert_keeps_the_newest_event_of_each_frame(index: InspectionIndex, result_factory) -> None:
+    first, other = result_factory("a", score=0.1), result_factory("b", score=0.2)
+    reinspected = result_factory("a", score=0.9, reference_version="capsule/v2")
+    batch = [(first, EventPosition(0, 1)), (other, EventPosition(0, 2)), (reinspected, EventPosition(0, 3)), (first, EventPosition(0, 1))]
+    assert index.upsert_results(batch) == 2  # one statement may not touch a row twice: the batch is reduced first
+    assert index.get("capsule", "line-1", "a").reference_version == "capsule/v2"
+    assert index.upsert_results(batch) == 0
+    later = other.model_copy(update={"timestamp": other.timestamp + timedelta(seconds=1), "score": 0.7, "verdict": Verdict.ANOMALOUS})
+    assert index.upsert_results([(later, EventPosition(0, 0))]) == 1
+    assert index.get("capsule", "line-1", "b").score == 0.7
+    letters = [_dead_letter(1, b"x"), _dead_letter(1, b"x"), _dead_letter(2, b"y")]
+    assert index.upsert_dead_letters(letters) == 2 and index.upsert_dead_letters(letters) == 0
+    assert index.upsert_results([]) == 0

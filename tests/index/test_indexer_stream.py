@@ -68,8 +68,10 @@ def test_indexer_is_idempotent_under_replay_and_skips_bad_events(
     settings = IndexSettings(database_url=database_url, consumer_group=unique_name("indexers"), poll_timeout_ms=200)
     stats = run_indexer(service_settings, settings, index)
     assert stats.polled == 13 and stats.bad == 2
-    assert stats.written == 6 + 1 + 2  # six frames, the re-inspection, two distinct dead letters
-    assert stats.unchanged == 2  # the duplicate result (a later offset, same content) and the duplicate dead letter
+    # Six frames and two distinct dead letters are written; f-0's re-inspection too, unless it came in the
+    # same poll as f-0's first result (one transaction reduces them to the newer). The duplicate result
+    # (later offset, same content) and the duplicate dead letter change nothing.
+    assert stats.written + stats.unchanged == 11 and stats.written in (8, 9) and stats.unchanged >= 2
     assert len(index.recent(limit=100)) == 6
     frame = index.get("capsule", "line-0", "f-0")
     assert frame is not None and frame.score == 0.95 and frame.reference_version == "capsule/v2"
