@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS ?= cpu,pipelines,serve,stack,dev
 
-.PHONY: install test test-all stack-up stack-down demo bench clean
+.PHONY: install test test-all stack-up stack-down demo console bench clean
 
 install:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ stack-down:
 
 demo:
 	$(BIN)/inctrl demo
+
+# The operator console on the data `make demo` left (its stack restarted, its results indexed): http://127.0.0.1:8080
+CONSOLE_DATA ?= .demo
+console:
+	bash deploy/console.sh $(CONSOLE_DATA)
 
 bench:
 	$(BIN)/inctrl bench model

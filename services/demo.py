@@ -70,6 +70,7 @@ class DemoSummary(BaseModel):
             f"throughput: {self.frames_per_s:.1f} frames/s; latency p50 {self.latency_p50_ms:.0f} ms, p95 {self.latency_p95_ms:.0f} ms",
             f"results:    {self.results_location}",
             f"total time: {self.seconds:.0f} s",
+            "console:    make console  (serves the operator console on this data at http://127.0.0.1:8080)",
             "",
             f"{'domain':<10} {'line':<8} {'frames':>6} {'flagged':>7} {'AUROC':>6} {'threshold':>9}",
         ]

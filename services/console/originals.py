@@ -2,8 +2,8 @@
 
 Two places, tried in order:
 
-1. `input.png` in the frame's result prefix, next to result.json, when the consumer keeps the decoded
-   input there (the frame then needs nothing else: inline frames are gone from Kafka after retention).
+1. `input{suffix}` (input.png, input.jpg, ...) in the frame's result prefix, next to result.json, when the
+   consumer keeps the frame's image there as received (inline frames are gone from Kafka after retention).
 2. The frames bucket, where the producer uploads a frame that is too large to travel inline and sends
    it by reference: frames/{domain}/{line}/{YYYY-MM-DD}/{frame_id}{suffix}, the date in UTC.
 
@@ -19,7 +19,7 @@ from services.index.repository import IndexedFrame
 from services.object_store import ObjectStore
 from services.registry import IMAGE_SUFFIXES
 
-INPUT_OBJECT = "input.png"
+INPUT_STEM = "input"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"}
 
 
@@ -34,9 +34,9 @@ class OriginalImages:
         self._store = store
         self._frames_bucket = frames_bucket
 
-    def input_key(self, frame: IndexedFrame) -> str:
-        """The key of input.png in the frame's result prefix (the folder of result.json)."""
-        return frame.result_key.rsplit("/", 1)[0] + "/" + INPUT_OBJECT
+    def input_stem(self, frame: IndexedFrame) -> str:
+        """{result prefix}input: the frame's kept image is this plus an image suffix (the folder of result.json)."""
+        return frame.result_key.rsplit("/", 1)[0] + "/" + INPUT_STEM
 
     def frames_key_stem(self, frame: IndexedFrame) -> str:
         """frames/{domain}/{line}/{day}/{frame_id}, the producer's by-reference key without its suffix."""
@@ -45,25 +45,26 @@ class OriginalImages:
 
     def locate(self, frame: IndexedFrame) -> tuple[str, str]:
         """(bucket, key) of the original image; OriginalImageMissing when there is none."""
-        input_key = self.input_key(frame)
-        if self._store.exists(frame.bucket, input_key):
-            return frame.bucket, input_key
-        stem = self.frames_key_stem(frame)
+        input_stem, frames_stem = self.input_stem(frame), self.frames_key_stem(frame)
+        for bucket, stem in ((frame.bucket, input_stem), (self._frames_bucket, frames_stem)):
+            key = self._image_named(bucket, stem)
+            if key is not None:
+                return bucket, key
+        raise OriginalImageMissing(
+            f"frame {frame.domain}/{frame.line}/{frame.frame_id}: its original image is stored neither as "
+            f"s3://{frame.bucket}/{input_stem}.* nor as s3://{self._frames_bucket}/{frames_stem}.* "
+            "(a frame sent inline is kept only if the consumer stores its input)"
+        )
+
+    def _image_named(self, bucket: str, stem: str) -> str | None:
+        """The key stem + an image suffix, if stored. Exact names only: frame "a.b" must not pick up "a.b.c"."""
         try:
-            keys = set(self._store.list_keys(self._frames_bucket, stem))
+            keys = set(self._store.list_keys(bucket, stem + "."))
         except S3Error as error:
             if error.code not in _MISSING:
                 raise
-            keys = set()
-        # Exact names only: frame "a.b" must not pick up frame "a.b.c"'s upload.
-        for suffix in sorted(IMAGE_SUFFIXES):
-            if stem + suffix in keys:
-                return self._frames_bucket, stem + suffix
-        raise OriginalImageMissing(
-            f"frame {frame.domain}/{frame.line}/{frame.frame_id}: its original image is stored neither at "
-            f"s3://{frame.bucket}/{input_key} nor under s3://{self._frames_bucket}/{stem}.* "
-            "(a frame sent inline is kept only if the consumer stores its input)"
-        )
+            return None
+        return next((stem + suffix for suffix in sorted(IMAGE_SUFFIXES) if stem + suffix in keys), None)
 
     def read(self, frame: IndexedFrame) -> bytes:
         """The original image's encoded bytes."""

@@ -100,17 +100,17 @@ def test_confirm_defect_stores_image_thresholded_map_and_note_in_the_folder_layo
     assert not world.store.exists(world.examples.bucket, example.image_uri.split("/", 3)[3])
 
 
-def test_the_original_is_read_from_input_png_first_and_a_frame_without_one_cannot_be_taught(console_world: ConsoleWorld) -> None:
+def test_the_original_is_read_from_the_result_prefix_first_and_a_frame_without_one_cannot_be_taught(console_world: ConsoleWorld) -> None:
     world = console_world
     frame = world.inspect("fabric", "line-3", "inline-1", texture(400, stripes=9), keep_original=False)
-    with pytest.raises(OriginalImageMissing, match="inline-1: its original image is stored neither at"):
+    with pytest.raises(OriginalImageMissing, match="inline-1: its original image is stored neither as"):
         world.review.mark_normal("fabric", "line-3", "inline-1", actor="victor")
     with pytest.raises(OriginalImageMissing):
         world.review.confirm_defect("fabric", "line-3", "inline-1", actor="victor")
     assert world.registry.current_version("fabric") == 1 and not world.index.reviews("fabric")
 
     kept = texture(401, stripes=9)
-    world.store.put_bytes(frame.bucket, world.originals.input_key(frame), png_bytes(kept))
+    world.store.put_bytes(frame.bucket, world.originals.input_stem(frame) + ".png", png_bytes(kept))
     assert world.originals.locate(frame) == (frame.bucket, frame.result_key.rsplit("/", 1)[0] + "/input.png")
     outcome = world.review.mark_normal("fabric", "line-3", "inline-1", actor="victor")
     assert outcome.record.version == 2 and outcome.record.threshold == 0.6  # a given threshold stays as given
