@@ -14,9 +14,13 @@ the one-sided Gaussian prediction bound: a new normal value exceeds t with proba
 the logits are Gaussian. Few normals widen it (Student's t), so it errs toward fewer false alarms, as do
 leave-one-out banks (one shot fewer than the served bank, so their normal values run slightly high).
 
-Pixel threshold: the same bound on the per-image map maxima, so a normal image shows a region above it
-with probability about a. Display range: [median normal pixel, median + 2 (pixel threshold - median)],
-which puts the pixel threshold in the middle of the colour scale (jet: green; above it yellow to red).
+Pixel threshold: the highest value any normal map reached (the maximum of the n per-image maxima): a
+pixel above it is above everything the normal images showed. A new normal image then shows a region with
+probability about 1 / (n + 1) (order statistics; less with leave-one-out, whose maps run high), usually a
+speck; the image verdict is the image threshold's. (The prediction bound above, applied to n = K per-image
+maxima, came out far above the maps of visible defects on the synthetic products, hiding every outline.)
+Display range: [median normal pixel, median + 2 (pixel threshold - median)], which puts the pixel threshold
+in the middle of the colour scale (jet: green; above it yellow to red).
 """
 from __future__ import annotations
 
@@ -147,7 +151,7 @@ def calibrate(
     scores = normal_scores.double().tolist()
     maxima = normal_maps.flatten(1).amax(dim=1).double().tolist()
     threshold = fpr_threshold(scores, target_fpr)
-    pixel_threshold = fpr_threshold(maxima, target_fpr)
+    pixel_threshold = max(maxima)
     median = float(normal_maps.double().median())
     low = min(median, pixel_threshold)
     high = min(1.0, max(low + 2.0 * (pixel_threshold - low), low + 1e-3))
