@@ -317,6 +317,10 @@ class _ParentMoved(Exception):
     """add_references: the version it extended is no longer current."""
 
 
+class _Deleted(Exception):
+    """A delete covered the version being stored before its pointer move."""
+
+
 class DomainRegistry:
     """Registered domains under one s3:// prefix; safe for concurrent writers (see the module docstring)."""
 
@@ -572,23 +576,33 @@ class DomainRegistry:
             actor=actor, note=note, parent_version=parent_version, references=references.names(),
             calibration_images=normals.names() if normals else [], bank_sha256=_sha256(bank_bytes),
         )  # fmt: skip
-        for file_name, data in zip(record.references, references.files):
-            self._create(name, self._key(name, f"v{version}", "references", file_name), data, "image/png")
-        for file_name, data in zip(record.calibration_images, normals.files if normals else []):
-            self._create(name, self._key(name, f"v{version}", "calibration", file_name), data, "image/png")
-        self._create(name, self._key(name, f"v{version}", "bank.safetensors"), bank_bytes, "application/octet-stream")
         document = record.model_dump_json().encode()
-        self._create(name, self._key(name, f"v{version}", "domain.json"), document, "application/json")
+        objects = [(self._key(name, f"v{version}", "references", f), data, "image/png") for f, data in zip(record.references, references.files)]
+        objects += [
+            (self._key(name, f"v{version}", "calibration", f), data, "image/png")
+            for f, data in zip(record.calibration_images, normals.files if normals else [])
+        ]
+        objects += [
+            (self._key(name, f"v{version}", "bank.safetensors"), bank_bytes, "application/octet-stream"),
+            (self._key(name, f"v{version}", "domain.json"), document, "application/json"),  # last: the version is complete
+        ]
+        for key, data, content_type in objects:
+            self._create(name, key, data, content_type)
         digest = _sha256(document)
 
         def point(current: DomainPointer | None) -> DomainPointer:
             if current is None or version <= current.deleted_through:
-                raise RegistryError(f"domain {name!r} was deleted while v{version} was being stored; nothing is served")
+                raise _Deleted()
             if parent_version is not None and current.version != parent_version:
                 raise _ParentMoved()
             return self._pointer(current, version=version, digest=digest, actor=actor)
 
-        self._compare_and_swap(name, point)
+        try:
+            self._compare_and_swap(name, point)
+        except _Deleted:
+            for key, _, _ in objects:  # never served: leave nothing of it behind
+                self._store.delete(self.bucket, key)
+            raise RegistryError(f"domain {name!r} was deleted while v{version} was being stored; nothing is served") from None
         logger.info(
             "domain version stored",
             extra={

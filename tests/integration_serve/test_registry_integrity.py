@@ -131,6 +131,40 @@ def test_add_references_grows_k_recalibrates_and_history_names_every_actor(
     ]  # fmt: skip
 
 
+def test_concurrent_add_references_lose_no_reviewer_s_images(registry: DomainRegistry, detector: InCTRLv2) -> None:
+    registry.register("lam", "capsule", [texture(1), texture(2)], detector, threshold=0.5, actor="alice")
+    barrier, errors = threading.Barrier(2), []
+
+    def review(i: int) -> None:
+        try:
+            barrier.wait()
+            registry.add_references("lam", [texture(40 + i)], detector, actor=f"reviewer-{i}")
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=review, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    current = registry.show("lam")
+    assert current.shots == 4  # both additions, whichever landed second was rebuilt on the first
+    chain = {record.version: record for record in registry.history("lam")}
+    assert chain[current.parent_version].shots == 3 and chain[chain[current.parent_version].parent_version].shots == 2
+
+
+def test_add_references_recalibrates_on_the_stored_normal_set(registry: DomainRegistry, detector: InCTRLv2) -> None:
+    normals = [texture(70 + i) for i in range(3)]
+    first = registry.register("mu", "capsule", [texture(1), texture(2)], detector, calibration_images=normals)
+    assert first.calibration.method == "normal-set" and len(first.calibration_images) == 3
+    grown = registry.add_references("mu", [texture(3)], detector, actor="bob")
+    assert (grown.shots, grown.calibration.method, len(grown.calibration.normal_scores)) == (3, "normal-set", 3)
+    bank = detector.build_prompt_bank(torch.from_numpy(np.stack([quantised(texture(i)) for i in (1, 2, 3)])), "capsule")
+    expected = scores(detector, bank, [quantised(x) for x in normals])
+    np.testing.assert_allclose(grown.calibration.normal_scores, expected, atol=1e-5)
+
+
 def test_add_references_keeps_a_given_threshold_and_refuses_an_unknown_domain(
     registry: DomainRegistry, detector: InCTRLv2
 ) -> None:
@@ -169,6 +203,31 @@ def test_activate_rolls_back_and_detects_a_concurrent_pointer_move(
     with pytest.raises(ConcurrentUpdateError, match="zeta"):
         DomainRegistry(racing, prefix).activate("zeta", 2, actor="bob")
     assert racing.interleaved and registry.current_version("zeta") == 3  # carol's move stands
+
+
+def test_a_registration_overtaken_by_a_delete_is_refused(
+    registry: DomainRegistry, store: ObjectStore, service_settings: ServiceSettings, prefix: str, detector: InCTRLv2
+) -> None:
+    registry.register("nu", "capsule", [texture(1)], detector, threshold=0.5)
+
+    class DeletingStore(ObjectStore):
+        """The real store; the domain is deleted right before the registration's version objects are written."""
+
+        deleted = False
+
+        def put_bytes_if(self, bucket: str, key: str, data: bytes, etag: str | None, content_type: str = "application/json") -> str:
+            if "/nu/v2/" in key and not self.deleted:
+                self.deleted = True
+                registry.delete("nu")
+            return super().put_bytes_if(bucket, key, data, etag, content_type)
+
+    racing = DomainRegistry(DeletingStore.from_settings(service_settings), prefix)
+    with pytest.raises(RegistryError, match="'nu' was deleted while v2"):
+        racing.register("nu", "capsule", [texture(2)], detector, threshold=0.5)
+    with pytest.raises(UnknownDomainError, match="nu"):
+        registry.current_version("nu")
+    assert store_keys(store, registry, "nu/") == ["nu/current.json"]  # the refused version left nothing behind
+    assert registry.register("nu", "capsule", [texture(3)], detector, threshold=0.5).version == 3
 
 
 def test_reference_limit_refuses_with_the_domain_named(store: ObjectStore, prefix: str, detector: InCTRLv2) -> None:
@@ -240,3 +299,8 @@ def test_domain_cli_versions_activate_and_add_references(
     missing = runner.invoke(domain_app, ["activate", "kappa", "7", "--registry", registry.uri], env=env)
     assert missing.exit_code != 0 and "kappa" in missing.output
 
+
+def store_keys(store: ObjectStore, registry: DomainRegistry, under: str) -> list[str]:
+    """Keys under the registry prefix, relative to it."""
+    base = registry.uri.split("/", 3)[3]
+    return [key[len(base) :] for key in store.list_keys(registry.bucket, base + under)]
