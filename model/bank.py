@@ -11,6 +11,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from .neighbours import PatchSearch, create_patch_search
+from .standardisation import held_out, leave_one_out_max_cosine
 
 BANK_FORMAT = "inctrl-prompt-bank/1"
 
@@ -28,18 +29,28 @@ class PromptBank:
     embeddings: torch.Tensor  # (K, E) f_v of the prompts, before psi
     patches: torch.Tensor  # (L, K * N, W), L2-normalised patch tokens of all prompts per layer
     text: torch.Tensor  # (2, E), rows F_n, F_a
-    _searches: dict[tuple[str, int], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
+    # (H, L, N) nearest-patch cosines of the held-out references against the others (K >= 2); derived
+    # from `patches`, so banks stored without it get it computed on first use.
+    loo_max_cosine: torch.Tensor | None = None
+    _searches: dict[tuple[str, int, int | None], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
     _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shots(self) -> int:
         return int(self.embeddings.shape[0])
 
-    def search(self, backend: str, chunk_rows: int) -> PatchSearch:
-        """The nearest-patch search over this bank, built once per backend and cached."""
-        key = (backend, chunk_rows)
+    def leave_one_out(self) -> torch.Tensor | None:
+        """(H, L, N) LOO nearest-patch cosines (model/standardisation.py), computed once; None when K = 1."""
+        if self.loo_max_cosine is None and self.shots >= 2:
+            with torch.no_grad():
+                self.loo_max_cosine = leave_one_out_max_cosine(self.patches, self.shots)
+        return self.loo_max_cosine
+
+    def search(self, backend: str, chunk_rows: int, max_references: int | None = None) -> PatchSearch:
+        """The nearest-patch search over this bank, built once per backend and budget and cached."""
+        key = (backend, chunk_rows, max_references)
         if key not in self._searches:
-            self._searches[key] = create_patch_search(self.patches, backend, chunk_rows)
+            self._searches[key] = create_patch_search(self.patches, backend, chunk_rows, max_references)
         return self._searches[key]
 
     def on(self, device: torch.device) -> PromptBank:
@@ -47,8 +58,10 @@ class PromptBank:
         if self.embeddings.device == device:
             return self
         if device not in self._copies:
+            loo = self.leave_one_out()
             self._copies[device] = PromptBank(
-                self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device)
+                self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device),
+                None if loo is None else loo.to(device),
             )
         return self._copies[device]
 
@@ -67,6 +80,8 @@ class PromptBank:
     def to_bytes(self) -> bytes:
         """safetensors with the metadata in its header: one self-describing object for the store."""
         tensors = {"embeddings": self.embeddings, "patches": self.patches, "text": self.text}
+        if self.leave_one_out() is not None:
+            tensors["loo_max_cosine"] = self.leave_one_out()
         metadata = {"format": BANK_FORMAT, "class_name": self.class_name, "backbone_id": self.backbone_id}
         return save_tensors({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata)
 
@@ -93,7 +108,12 @@ class PromptBank:
         if not consistent:
             shapes = {k: tuple(v.shape) for k, v in tensors.items()}
             raise PromptBankError(f"{source}: inconsistent prompt bank shapes {shapes}; expected (K, E), (L, K*N, W), (2, E)")
-        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text)
+        loo = tensors.get("loo_max_cosine")  # absent in banks written before it existed: recomputed on use
+        n_layers, rows = patches.shape[:2]
+        expected_loo = (len(held_out(embeddings.shape[0])), n_layers, rows // embeddings.shape[0])
+        if loo is not None and (embeddings.shape[0] < 2 or tuple(loo.shape) != expected_loo):
+            raise PromptBankError(f"{source}: leave-one-out cosines have shape {tuple(loo.shape)}, expected {expected_loo}")
+        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.to_bytes())

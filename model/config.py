@@ -9,6 +9,32 @@ DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e32"
 
 
+class FusionConfig(BaseModel):
+    """How head outputs become the image score and the map (model/fusion.py has the equations).
+
+    "auto" is the paper (Eq 9, Eq 17) on backbones with a text tower and the per-domain standardised
+    fusion on image-only backbones, where the paper's fusion measured below its own patch residual.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: Literal["auto", "paper", "standardised"] = Field("auto", description="Image score: Eq 9 or standardised.")
+    maps: Literal["auto", "paper", "patch"] = Field("auto", description="Map: Eq 17 (M') or the patch residual Phi(M_x).")
+    weights: dict[Literal["image", "text", "patch", "global"], float] = Field(
+        default_factory=lambda: {"image": 0.25, "text": 0.25, "patch": 1.0, "global": 0.25},
+        description="Standardised fusion: weight of each component's z-score (components a backbone lacks drop out).",
+    )
+    floor: float = Field(0.3, ge=0.0, description="Standardised fusion: std floor as a fraction of the LOO mean.")
+    temperature: float = Field(4.0, gt=0.0, description="Standardised fusion: s = sigmoid(fused z / temperature).")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_valid(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"fusion weights must be >= 0 with at least one > 0, got {weights}")
+        return weights
+
+
 class InCTRLv2Config(BaseModel):
     """Everything that decides what an InCTRLv2 detector computes.
 
@@ -30,12 +56,19 @@ class InCTRLv2Config(BaseModel):
     )
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Eq 9: weight of max(M_x) in the image score.")
     beta: float = Field(0.75, ge=0.0, le=1.0, description="Eq 17: weight of the OASL map in the final map.")
+    fusion: FusionConfig = Field(default_factory=FusionConfig, description="Image-score and map fusion.")
     blur: bool = Field(True, description="Gaussian blur of the final map (Eq 17, optional).")
     blur_sigma: float = Field(4.0, gt=0.0, description="Blur sigma in model-resolution pixels.")
     patch_temperature: float = Field(0.07, gt=0.0, description="Temperature of the DASL/OASL softmax (Eq 7-8).")
     adapter_reduction: int = Field(4, ge=1, description="psi bottleneck: embed_dim // adapter_reduction.")
     nn_backend: Literal["torch", "faiss"] = Field("torch", description="Nearest-patch search implementation.")
     nn_chunk_rows: int = Field(8192, ge=1, description="Query rows per matmul chunk in the torch search.")
+    nn_max_references: int | None = Field(
+        2048,
+        ge=1,
+        description="Reference patches per layer searched exactly; larger banks are searched over a greedy "
+        "k-centre coreset of this size (model/coreset.py). None: always exact.",
+    )
     seed: int = Field(0, description="Seed for random backbone weights and the image-only text stand-ins.")
 
     @field_validator("layers")

@@ -14,10 +14,21 @@ from .backbones import Backbone, create_backbone
 from .bank import PromptBank, PromptBankError
 from .checkpoint import CheckpointError, read_config, read_heads, write_checkpoint
 from .config import InCTRLv2Config
-from .fusion import fused_map, fused_score, gaussian_blur
-from .heads import HeadOutputs, InCTRLv2Heads
+from .fusion import create_image_fusion, fused_map, gaussian_blur, map_fusion_kind, upsample
+from .heads import HeadOutputs, InCTRLv2Heads, text_score
 from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
 from .prompts import orthogonal_prototypes, text_prototypes
+from .standardisation import (
+    GLOBAL,
+    IMAGE,
+    PATCH,
+    TEXT,
+    global_distance,
+    held_out,
+    leave_one_out_global_distance,
+    leave_one_out_image_score,
+    leave_one_out_patch_score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,8 @@ class InCTRLv2(nn.Module):
             torch.manual_seed(self.config.seed)
             self.heads = InCTRLv2Heads(b.embed_dim, b.patch_dim, len(b.layers), self.config.adapter_reduction)
         self.preprocess = Preprocessor(b.image_size, b.mean, b.std)
+        self.image_fusion = create_image_fusion(self.config.fusion, self.config.alpha, b.has_text)
+        self.map_fusion = map_fusion_kind(self.config.fusion, b.has_text)
         self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.eval()
 
@@ -110,7 +123,7 @@ class InCTRLv2(nn.Module):
                 f"prompt bank for {bank.class_name!r} was built with {bank.backbone_id}, detector uses {self.backbone_id}"
             )
         bank = bank.on(embedding.device)
-        search = bank.search(self.config.nn_backend, self.config.nn_chunk_rows)
+        search = bank.search(self.config.nn_backend, self.config.nn_chunk_rows, self.config.nn_max_references)
         max_cosine = search.max_cosine(F.normalize(patches, dim=-1))  # (B, L, N)
         return self.heads(
             embedding,
@@ -122,19 +135,52 @@ class InCTRLv2(nn.Module):
             self.config.patch_temperature,
         )
 
-    def fuse(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq 9 and Eq 17 (+ optional blur): scores (B,), maps (B, S, S) at model resolution."""
+    def components(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> dict[str, torch.Tensor]:
+        """Image-level components per query, (B,) each: s_i, s_q (text tower only), max M_x, g."""
+        found = {
+            IMAGE: outputs.image_score,
+            PATCH: outputs.patch_residual.amax(dim=-1),
+            GLOBAL: global_distance(embedding, bank.embeddings.to(embedding.device)),
+        }
+        if outputs.text_score is not None:
+            found[TEXT] = outputs.text_score
+        return found
+
+    def reference_components(self, bank: PromptBank) -> dict[str, torch.Tensor] | None:
+        """The same components of the bank's held-out references by leave-one-out, (H,) each; None when K = 1."""
+        loo = bank.leave_one_out()
+        if loo is None:
+            return None
+        found = {
+            IMAGE: leave_one_out_image_score(self.heads, bank.embeddings),
+            PATCH: leave_one_out_patch_score(loo),
+            GLOBAL: leave_one_out_global_distance(bank.embeddings),
+        }
+        if self.backbone.has_text:
+            # s_q needs no bank: a reference's own s_q is already a normal value.
+            found[TEXT] = text_score(bank.embeddings, bank.text[None], self.backbone.logit_scale)[held_out(bank.shots)]
+        return found
+
+    def fuse(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image score (Eq 9 or standardised, model/fusion.py) and map (Eq 17 + optional blur, or Phi(M_x) unblurred):
+        scores (B,), maps (B, S, S) at model resolution. ``embedding`` (B, E) are the queries' f_v."""
         size = self.backbone.image_size
-        maps = fused_map(outputs, self.backbone.grid, size, self.config.beta)
-        if self.config.blur:
-            maps = gaussian_blur(maps, self.config.blur_sigma)
-        return fused_score(outputs, self.config.alpha).clamp(0, 1), maps.clamp(0, 1)
+        if self.map_fusion == "paper":
+            maps = fused_map(outputs, self.backbone.grid, size, self.config.beta)
+            if self.config.blur:
+                maps = gaussian_blur(maps, self.config.blur_sigma)
+        else:  # the patch residual as the baseline serves it: blurring it measured lower AUPRO (QUALITY.md)
+            maps = upsample(outputs.patch_residual, self.backbone.grid, size)
+        bank = bank.on(embedding.device)
+        references = self.reference_components(bank) if self.image_fusion.needs_references else None
+        scores = self.image_fusion(self.components(outputs, embedding, bank), references)
+        return scores.clamp(0, 1), maps.clamp(0, 1)
 
     @torch.inference_mode()
     def score(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank, size: tuple[int, int]) -> Detection:
         """Score already-encoded images against one domain's bank; maps come back at ``size`` (H, W)."""
         outputs = self.head_outputs(embedding, patches, bank)
-        scores, maps = self.fuse(outputs)
+        scores, maps = self.fuse(outputs, embedding, bank)
         return Detection(
             scores=scores,
             maps=restore_geometry(maps, *size),

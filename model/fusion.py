@@ -1,10 +1,24 @@
-"""Eq 9, 11, 14-17: fuse the head outputs into the image score s(x) and the pixel map M'(x)."""
+"""Eq 9, 11, 14-17: fuse the head outputs into the image score s(x) and the pixel map M'(x).
+
+Image score, two variants behind one interface (`ImageFusion`, built by `create_image_fusion`):
+- paper: Eq 9 on the raw components.
+- standardised (a departure from the paper, the default on image-only backbones): every component c
+  (s_i, s_q, max M_x, the global distance g) is z-scored against its leave-one-out values on the
+  domain's own K references (model/standardisation.py), then
+      s(x) = sigmoid( sum_c w_c z_c(x) / (T * sum_c w_c) ),
+  so a component counts by how unusual it is FOR THIS PRODUCT, not by its raw scale. With K = 1 there is
+  nothing to standardise against and s(x) = max M_x, the training-free patch score.
+"""
 from __future__ import annotations
+
+from typing import Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from .config import FusionConfig
 from .heads import HeadOutputs
+from .standardisation import PATCH, standardise
 
 
 def fused_score(outputs: HeadOutputs, alpha: float) -> torch.Tensor:
@@ -13,6 +27,58 @@ def fused_score(outputs: HeadOutputs, alpha: float) -> torch.Tensor:
     if outputs.text_score is not None:
         holistic = (outputs.image_score + outputs.text_score) / 2
     return (1 - alpha) * holistic + alpha * outputs.patch_residual.amax(dim=-1)
+
+
+class ImageFusion(Protocol):
+    def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """components: name -> (B,) per query; references: name -> (H,) LOO values, None when K = 1 -> (B,) in [0, 1]."""
+
+
+class PaperFusion:
+    """Eq 9 with alpha; the components' raw scales, no references needed."""
+
+    needs_references = False
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        holistic = components["image"]
+        if "text" in components:
+            holistic = (components["image"] + components["text"]) / 2
+        return (1 - self.alpha) * holistic + self.alpha * components[PATCH]
+
+
+class StandardisedFusion:
+    """Weighted mean of LOO z-scores, mapped to [0, 1] by a logistic; max M_x alone when K = 1."""
+
+    needs_references = True
+
+    def __init__(self, weights: Mapping[str, float], floor: float, temperature: float):
+        self.weights = {name: w for name, w in weights.items() if w > 0}
+        self.floor = floor
+        self.temperature = temperature
+
+    def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        if references is None:
+            return components[PATCH]
+        used = {name: w for name, w in self.weights.items() if name in components}
+        if not used:
+            raise ValueError(f"standardised fusion: none of the weighted components {sorted(self.weights)} is available")
+        fused = sum(w * standardise(components[name], references[name], self.floor) for name, w in used.items())
+        return torch.sigmoid(fused / (self.temperature * sum(used.values())))
+
+
+def create_image_fusion(config: FusionConfig, alpha: float, has_text: bool) -> PaperFusion | StandardisedFusion:
+    kind = config.image if config.image != "auto" else ("paper" if has_text else "standardised")
+    if kind == "paper":
+        return PaperFusion(alpha)
+    return StandardisedFusion(config.weights, config.floor, config.temperature)
+
+
+def map_fusion_kind(config: FusionConfig, has_text: bool) -> str:
+    """"paper" (Eq 17) or "patch" (Phi(M_x)); "auto" is the paper with a text tower."""
+    return config.maps if config.maps != "auto" else ("paper" if has_text else "patch")
 
 
 def upsample(patch_map: torch.Tensor, grid: tuple[int, int], size: int) -> torch.Tensor:

@@ -348,9 +348,16 @@ def _cases(
     picked += [(i, ERRORS[1], (threshold - scores[i]) / threshold) for i in defects]
     return [
         Case(category, error, str(tests[rows[i]].image), float(scores[i]), float(margin), load_image(tests[rows[i]], image_size),
-             load_mask(tests[rows[i]], image_size), torch.from_numpy(np.asarray(maps[i])), calibration)  # fmt: skip
+             _montage_mask(tests[rows[i]], image_size), torch.from_numpy(np.asarray(maps[i])), calibration)  # fmt: skip
         for i, error, margin in picked
     ]
+
+
+def _montage_mask(sample: Sample, image_size: int) -> torch.Tensor:
+    """The mask to outline in the montage; defects without a pixel annotation (e.g. the textiles) show none."""
+    if sample.mask is None and sample.label == ANOMALOUS:
+        return torch.zeros(image_size, image_size, dtype=torch.uint8)
+    return load_mask(sample, image_size)
 
 
 def _examples(

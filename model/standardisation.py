@@ -1,0 +1,91 @@
+"""Per-domain standardisation of the image-level components, from the K references by leave-one-out.
+
+A component c is one image-level anomaly score: s_i (Eq 2), s_q (Eq 6), max M_x (Eq 4), or the global
+distance g(x) = 1 - max_k cos(f_v(x), f_v(x'_k)) (training-free, like max M_x but on the pooled embedding).
+Their scales differ per product: max M_x of a normal gravel image is ~0.05, of a normal washer ~0.12.
+The K references are normal images of the product, so scoring reference k against the other K - 1
+(leave-one-out, LOO) gives K normal values v_c1..v_cK of every component without any extra image, and
+
+    z_c(x) = (c(x) - mean_k v_ck) / max(std_k v_ck, floor * |mean_k v_ck|, eps)          (std: ddof 1)
+
+puts every component on the product's own normal scale. With K <= 4 the std of K values is a poor
+estimate, so it is floored at a fraction of the mean (a relative spread the components show on
+training domains). LOO banks hold one shot fewer than the served bank, so LOO values run slightly high:
+normal queries get z a little below 0, anomalies are judged against a slightly stricter normal.
+
+Head-independent LOO features (the nearest-patch cosines of each reference against the others, (H, L, N))
+are computed once per bank and stored with it; everything that needs the heads is derived from the bank
+when scoring, so a bank still outlives retraining of the heads.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .heads import InCTRLv2Heads
+from .residuals import image_residual, patch_residual
+
+MAX_HELD_OUT = 16  # LOO over at most this many references: cost H * K * N^2 * W instead of K^2 * N^2 * W
+_EPS = 1e-6
+
+IMAGE = "image"  # s_i
+TEXT = "text"  # s_q
+PATCH = "patch"  # max M_x
+GLOBAL = "global"  # g(x)
+COMPONENTS = (IMAGE, TEXT, PATCH, GLOBAL)
+
+
+def held_out(shots: int) -> torch.Tensor:
+    """Indices of the references scored by leave-one-out: all K, or MAX_HELD_OUT evenly spread; (H,)."""
+    if shots <= MAX_HELD_OUT:
+        return torch.arange(shots)
+    return torch.linspace(0, shots - 1, MAX_HELD_OUT).round().long()
+
+
+def leave_one_out_max_cosine(patches: torch.Tensor, shots: int) -> torch.Tensor:
+    """Bank patches (L, K*N, W), L2-normalised -> (H, L, N): each held-out reference's patches against the
+    nearest patch of the OTHER references, per layer. Needs K >= 2."""
+    if shots < 2:
+        raise ValueError("leave-one-out needs at least 2 references")
+    n_layers, rows, width = patches.shape
+    per_ref = patches.reshape(n_layers, shots, rows // shots, width)
+    out = []
+    for k in held_out(shots).tolist():
+        others = torch.cat([per_ref[:, :k], per_ref[:, k + 1 :]], dim=1).reshape(n_layers, -1, width)
+        out.append(torch.bmm(per_ref[:, k], others.transpose(1, 2)).amax(dim=-1))  # (L, N)
+    return torch.stack(out)
+
+
+def global_distance(embedding: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """g(x) = 1 - max_k cos(f_v(x), f_v(x'_k)): embedding (B, E), prompts (K, E) -> (B,) in [0, 2]."""
+    cosines = F.normalize(embedding, dim=-1) @ F.normalize(prompt_embeddings, dim=-1).T
+    return 1.0 - cosines.amax(dim=-1)
+
+
+def leave_one_out_global_distance(prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """(K, E) -> (H,): g of each held-out reference against the other references."""
+    unit = F.normalize(prompt_embeddings, dim=-1)
+    cosines = unit @ unit.T
+    cosines.fill_diagonal_(-float("inf"))
+    return 1.0 - cosines[held_out(len(unit)).to(unit.device)].amax(dim=-1)
+
+
+def leave_one_out_image_score(heads: InCTRLv2Heads, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """(K, E) -> (H,): s_i of each held-out reference with the mean of the others as its prototype (Eq 1-2)."""
+    shots = len(prompt_embeddings)
+    index = held_out(shots).tolist()
+    others = torch.stack([torch.cat([prompt_embeddings[:k], prompt_embeddings[k + 1 :]]) for k in index])  # (H, K-1, E)
+    residual = image_residual(heads.psi, prompt_embeddings[index], others)
+    return torch.sigmoid(heads.eta(residual)).squeeze(-1)
+
+
+def leave_one_out_patch_score(loo_max_cosine: torch.Tensor) -> torch.Tensor:
+    """(H, L, N) LOO nearest-patch cosines -> (H,) max M_x of each held-out reference (Eq 3-4)."""
+    return patch_residual(loo_max_cosine).amax(dim=-1)
+
+
+def standardise(values: torch.Tensor, reference: torch.Tensor, floor: float) -> torch.Tensor:
+    """z = (values - mean(reference)) / max(std(reference), floor * |mean(reference)|, eps); reference (H >= 2,)."""
+    mean = reference.mean()
+    spread = torch.maximum(reference.std(), floor * mean.abs()).clamp_min(_EPS)
+    return (values - mean) / spread
