@@ -22,7 +22,11 @@ from services.console.settings import ConsoleSettings
 logger = logging.getLogger(__name__)
 
 console_app = typer.Typer(help="The operator console and review commands.")
-review_app = typer.Typer(no_args_is_help=True, help="Teach by example: mark frames normal, confirm defects, roll back.")
+review_app = typer.Typer(
+    no_args_is_help=True,
+    help="Teach by example: mark frames normal, confirm defects, export the labelled examples "
+    "(versions and rollback: inctrl domain versions / activate).",
+)
 console_app.add_typer(review_app, name="review")
 
 _ACTOR = typer.Option(None, "--actor", help="Who reviews (recorded with the review); default cli:<user>.")
@@ -126,28 +130,6 @@ def confirm_defect_command(domain: str, line: str, frame_id: str, actor: str | N
     with _clear_errors():
         outcome = review.confirm_defect(domain, line, frame_id, _actor(actor), note)
     typer.echo(f"stored {outcome.example.image_uri} with mask {outcome.example.mask_uri}")
-
-
-@review_app.command("versions")
-def versions_command(domain: str) -> None:
-    """Every stored version of a domain: version, created, actor, K, threshold, note; * marks the current one."""
-    review, *_ = _services()
-    with _clear_errors():
-        current = review.registry.current_version(domain)
-        records = review.versions(domain)
-    for record in records:
-        mark = "*" if record.version == current else " "
-        typer.echo(f"{mark} v{record.version}\t{record.created:%Y-%m-%d %H:%M:%S}\t{record.actor}\tK={record.shots}\t"
-                   f"threshold={record.threshold:.4f}\t{record.note or ''}")  # fmt: skip
-
-
-@review_app.command("activate")
-def activate_command(domain: str, version: int, actor: str | None = _ACTOR) -> None:
-    """Make a stored version current again (rollback or roll-forward)."""
-    review, *_ = _services()
-    with _clear_errors():
-        record = review.activate(domain, version, _actor(actor))
-    typer.echo(f"{domain}: v{record.version} is current (threshold {record.threshold:.4f})")
 
 
 @review_app.command("export")

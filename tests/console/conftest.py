@@ -94,6 +94,7 @@ class ConsoleWorld:
     results_bucket: str
     frames_bucket: str
     settings: ConsoleSettings
+    index_url: str
     clock_start: datetime = field(default_factory=lambda: datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc))
 
     def inspect(
@@ -139,11 +140,14 @@ def console_world(
     registry = DomainRegistry(store, f"s3://models-{suffix}/registry/")
     registry.register("capsule", "capsule", [texture(i, stripes=4) for i in range(3)], tiny_detector, actor="setup")
     registry.register("fabric", "fabric", [texture(10 + i, stripes=9) for i in range(2)], tiny_detector, threshold=0.6, actor="setup")
-    engine = create_index_engine(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    index_url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    engine = create_index_engine(index_url)
     upgrade(engine)
     index = InspectionIndex(engine)
     settings = ConsoleSettings(labelled_prefix=f"s3://models-{suffix}/labelled/")
     originals = OriginalImages(store, frames_bucket)
     examples = LabelledExamples(store, settings.labelled_prefix)
     review = ReviewService(index, registry, store, originals, examples, detector=lambda: tiny_detector)
-    return ConsoleWorld(store, registry, index, review, originals, examples, tiny_detector, results_bucket, frames_bucket, settings)
+    return ConsoleWorld(
+        store, registry, index, review, originals, examples, tiny_detector, results_bucket, frames_bucket, settings, index_url
+    )
