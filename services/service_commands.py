@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def versions_command(name: str, registry_prefix: str | None = _REGISTRY_OPTION) 
         mark = "*" if record.version == current else " "
         parent = f"from v{record.parent_version}" if record.parent_version else "registered"
         typer.echo(
-            f"{mark} v{record.version}\t{record.created:%Y-%m-%d %H:%M:%S}Z\t{record.actor}\t{parent}\tK={record.shots}"
+            f"{mark} v{record.version}\t{record.created.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}Z\t{record.actor}\t{parent}\tK={record.shots}"
             f"\tthreshold={record.threshold:.4f}\t{record.note or ''}".rstrip()
         )
 
