@@ -41,6 +41,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.auth import TOKEN_COOKIE, Principal, Scope, TokenAuthority, Unauthenticated
@@ -147,10 +148,18 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
+@pass_context
+def _path_for(context: dict[str, Any], name: str, /, **params: Any) -> str:
+    """Links as absolute paths (no scheme or host): right behind any proxy that rewrites the Host header."""
+    return context["request"].url_for(name, **params).path
+
+
 def create_console_app(services: ConsoleServices) -> FastAPI:
     """The console app over injected collaborators."""
-    app = FastAPI(title="inctrl inspection console", version="1", docs_url="/api/docs", redoc_url=None)
+    # No Swagger/ReDoc pages: they load their scripts from a CDN. The schema stays at /openapi.json.
+    app = FastAPI(title="inctrl inspection console", version="1", docs_url=None, redoc_url=None)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["path_for"] = _path_for
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     review, originals, settings = services.review, services.originals, services.settings
     index, registry = review.index, review.registry
@@ -278,8 +287,11 @@ def create_console_app(services: ConsoleServices) -> FastAPI:
         panels = []
         for name in [filters.domain] if filters.domain else domain_names:
             record = records.get(name)
-            latest = index.recent(FrameFilter(domain=name), limit=1)
-            threshold = record.threshold if record else (latest[0].threshold if latest else 0.5)
+            if record is not None:
+                threshold = record.threshold
+            else:  # no longer registered: read its frames against the threshold they were judged by
+                latest = index.recent(FrameFilter(domain=name), limit=1)
+                threshold = latest[0].threshold if latest else 0.5
             panels.append({"domain": name, "record": record, "drift": worst_drift(drift.get(name, [])),
                            "histogram": histogram_svg(name, filters.line, threshold)})  # fmt: skip
         return page(

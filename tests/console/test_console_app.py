@@ -84,6 +84,8 @@ def test_frames_page_groups_by_domain_and_line_filters_and_draws_each_domains_hi
     assert f'data-threshold="{capsule_threshold:.4f}"' in everything and 'data-threshold="0.6000"' in everything
     assert "drift: no reading" in everything  # no drift watch ran in this test
     assert '/frames/capsule/line-1/cap-0/overlay"' in everything  # thumbnails come through the console
+    assert re.findall(r'(?:src|href)="([^"]*)"', everything) and not re.findall(r'(?:src|href)="(?!/)', everything)
+    assert client.get("/docs").status_code == 404  # FastAPI's docs pages would load scripts from a CDN
 
     capsule = client.get("/", params={"domain": "capsule", "line": "line-1"}, cookies=cookies).text
     assert set(re.findall(r'data-frame="([\w-]+)"', capsule)) == {"cap-0", "cap-1", "cap-2", "cap-odd"}
