@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -12,8 +13,10 @@ import psycopg
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from services.consumer_health import ConsumerHealthServer
 from services.index import IndexSettings, InspectionIndex, create_index_engine, upgrade
 from services.index.drift import DomainCalibration, DriftAlert, DriftWatch
 from services.index.indexer import Indexer
@@ -118,10 +121,22 @@ def test_indexer_publishes_one_drift_alert_for_a_shifted_line(
     def watch(publish, metrics) -> DriftWatch:
         return DriftWatch(index, Source(), settings, publish, metrics)
 
-    with Indexer(service_settings, settings, index, drift_watch_factory=watch) as indexer:
+    with Indexer(service_settings, settings, index, drift_watch_factory=watch) as indexer, ConsumerHealthServer(
+        indexer, indexer.metrics, indexer.database_reachable, 0, 60.0, host="127.0.0.1"  # type: ignore[arg-type]
+    ) as health:
         indexer.run(idle_timeout_s=IDLE_S)  # evaluates every 0.5 s while idle: several evaluations
         indexer.watch_drift()
-        assert indexer.metrics.drifting.labels("capsule", "shifted")._value.get() == 1.0
+        base = f"http://127.0.0.1:{health.port}"
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            assert response.status == 200  # in the group, database reachable
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    drifting = {s.labels["line"]: s.value for s in families["inctrl_drift_drifting"].samples}
+    assert drifting == {"calm": 0.0, "shifted": 1.0}
+    lag_series = {(s.labels["group"], s.labels["topic"]) for s in families["inctrl_kafka_consumer_lag"].samples}
+    assert (settings.consumer_group, service_settings.results_topic) in lag_series
+    assert (service_settings.consumer_group, service_settings.frames_topics[0]) in lag_series
+    assert [s.value for s in families["inctrl_index_rows_written"].samples if s.name.endswith("_total") and s.labels["kind"] == "result"] == [160.0]
     alerts = [DriftAlert.from_bytes(value) for value in read_topic(alerts_topic, expected=2, timeout_s=5)]
     assert [(a.domain, a.line) for a in alerts] == [("capsule", "shifted")]
     assert index.drift_status("capsule", "calm").level.value == "ok"
