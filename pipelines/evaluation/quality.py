@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,7 +21,7 @@ from pipelines.evaluation.report import HEADERS
 from pipelines.evaluation.runner import EvaluationRequest, run_evaluation
 from pipelines.evaluation.textiles import TextileSpec, write_textile_layout
 from pipelines.synth import generate
-from pipelines.training import TrainConfig, TrainConfigError, TrainData, run_training
+from pipelines.training import TrainConfig, TrainConfigError, TrainData, run_training, start_ray
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,23 @@ def seed_table(results: dict[str, dict[int, dict[str, EvaluationReport]]], shots
     return "\n".join(lines)
 
 
+RAY_START_ATTEMPTS = 3
+
+
+def _start_shared_ray(temp_dir: Path) -> None:
+    """One local Ray for every training run; its start is retried, since on a loaded machine the raylet
+    can miss Ray's startup deadline (infrastructure trouble, not a bad config)."""
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            start_ray(temp_dir)
+            return
+        except Exception as exc:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
+            ray.shutdown()
+            if attempt == RAY_START_ATTEMPTS:
+                raise
+            log.warning("local Ray did not start (attempt %d/%d): %s; retrying", attempt, RAY_START_ATTEMPTS, exc)
+
+
 def run_quality(config: QualityConfig) -> Path:
     """Generate the data, train and evaluate every run; returns the path of the comparison markdown."""
     started = time.perf_counter()
@@ -151,34 +169,41 @@ def run_quality(config: QualityConfig) -> Path:
     results: dict[str, dict[int, dict[str, EvaluationReport]]] = {}
     timings: dict[str, float] = {}
     total = len(config.runs) * len(config.training_seeds)
-    for run in config.runs:
-        run_started = time.perf_counter()
-        results[run.name] = {}
-        for seed in config.training_seeds:
-            done = sum(len(v) for v in results.values())
-            log.info("quality run %d/%d: %s training seed %d", done + 1, total, run.name, seed)
-            name = f"{run.name}-seed{seed}"
-            train_config = TrainConfig.model_validate(
-                run.train
-                | {
-                    "data": TrainData(dataset="mvtec", root=train_root, categories=config.train_domains),
-                    "output": str(out / "runs"),
-                    "run_name": name,
-                    "cache_dir": None,
-                    "seed": seed,
-                }
-            )
-            result = run_training(train_config)
-            results[run.name][seed] = {}
-            for evaluation, (dataset, root, categories) in evaluations.items():
-                results[run.name][seed][evaluation] = run_evaluation(
-                    EvaluationRequest(
-                        dataset=dataset, root=root, out=out / name / evaluation, checkpoint=result.checkpoint,
-                        shots=tuple(config.shots), seeds=config.seeds, categories=categories, image_size=config.image_size,
-                    )
-                ).report
-        reports[run.name] = results[run.name][config.training_seeds[0]][SYNTHETIC]
-        timings[run.name] = time.perf_counter() - run_started
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        _start_shared_ray(TrainConfig.model_fields["ray_temp_dir"].default)
+    try:
+        for run in config.runs:
+            run_started = time.perf_counter()
+            results[run.name] = {}
+            for seed in config.training_seeds:
+                done = sum(len(v) for v in results.values())
+                log.info("quality run %d/%d: %s training seed %d", done + 1, total, run.name, seed)
+                name = f"{run.name}-seed{seed}"
+                train_config = TrainConfig.model_validate(
+                    run.train
+                    | {
+                        "data": TrainData(dataset="mvtec", root=train_root, categories=config.train_domains),
+                        "output": str(out / "runs"),
+                        "run_name": name,
+                        "cache_dir": None,
+                        "seed": seed,
+                    }
+                )
+                result = run_training(train_config)
+                results[run.name][seed] = {}
+                for evaluation, (dataset, root, categories) in evaluations.items():
+                    results[run.name][seed][evaluation] = run_evaluation(
+                        EvaluationRequest(
+                            dataset=dataset, root=root, out=out / name / evaluation, checkpoint=result.checkpoint,
+                            shots=tuple(config.shots), seeds=config.seeds, categories=categories, image_size=config.image_size,
+                        )
+                    ).report
+            reports[run.name] = results[run.name][config.training_seeds[0]][SYNTHETIC]
+            timings[run.name] = time.perf_counter() - run_started
+    finally:
+        if own_ray:
+            ray.shutdown()
     notes = sorted({note for report in reports.values() for note in report.notes})
     document = "\n".join(
         [
