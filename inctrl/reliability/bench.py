@@ -84,8 +84,10 @@ def _fresh_settings(base: ServiceSettings, stack: LocalStack, name: str) -> Serv
     return settings
 
 
-def run_reliability_bench(options: ReliabilityOptions) -> list[ScenarioReport]:
-    """Start the system, run the chosen scenarios one after another, return their reports."""
+def run_reliability_bench(options: ReliabilityOptions, setup: list[str]) -> list[ScenarioReport]:
+    """Start the system, run the chosen scenarios one after another, return their reports.
+
+    Appends a line on the consumers' settings to `setup` for the report."""
     from ray import serve
 
     from services.http_inspection_client import HttpInspectionClient
@@ -117,6 +119,11 @@ def run_reliability_bench(options: ReliabilityOptions) -> list[ScenarioReport]:
             )  # fmt: skip
             app_name = next(iter(serve.status().applications))
             base = service.settings
+            setup.append(
+                f"Consumer settings: micro-batches of {_BATCH}, {_BATCH} frames in flight ({4 * _BATCH} for "
+                f"replica-kill), S3 retry deadline {base.s3_retry_deadline_s:g} s, frame_max_attempts "
+                f"{base.frame_max_attempts}, session timeout {base.session_timeout_ms} ms."
+            )
 
             def processes(settings: ServiceSettings, name: str) -> ConsumerGroup:
                 return ConsumerProcesses(ConsumerCommand.inctrl_consume(url), settings, work / "logs" / name)
@@ -162,7 +169,7 @@ def run_reliability_bench(options: ReliabilityOptions) -> list[ScenarioReport]:
     return reports
 
 
-def render_markdown(reports: list[ScenarioReport], options: ReliabilityOptions, command: str) -> str:
+def render_markdown(reports: list[ScenarioReport], options: ReliabilityOptions, command: str, setup: str = "") -> str:
     """benchmarks/reliability.md: the command, the setup, one row per scenario, then why any failed."""
     lines = [
         "# Reliability: faults mid-stream, every frame accounted for",
@@ -178,6 +185,7 @@ def render_markdown(reports: list[ScenarioReport], options: ReliabilityOptions, 
         "consumers' own statistics. Pass: frames in = distinct results out (topic and S3), 0 lost, 0 "
         "wrongly dead-lettered, no consumer exit it did not ask for, the fault hit mid-stream. Duplicates "
         "(at-least-once replays) are counted, not failed.",
+        *([setup] if setup else []),
         "",
         "| scenario | fault | frames in | result events | distinct results | result.json | lost | duplicates "
         "| dead letters by reason | wrongly dead-lettered | consumer exits | handled at fault | s | verdict |",
@@ -220,10 +228,11 @@ def bench_reliability_command(
     options = ReliabilityOptions(
         frames=frames, s3_down_s=s3_down_s, broker_down_s=broker_down_s, work_dir=work_dir, scenarios=tuple(scenario)
     )
-    reports = run_reliability_bench(options)
+    setup: list[str] = []
+    reports = run_reliability_bench(options, setup)
     command = shlex.join(["inctrl", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_markdown(reports, options, command))
+    out.write_text(render_markdown(reports, options, command, " ".join(setup)))
     for report in reports:
         typer.echo(f"{report.scenario:<18} {'pass' if report.passed else 'FAIL'}  lost {report.tally.lost}  "
                    f"duplicates {report.tally.duplicates}  dead letters {report.tally.dead_letters}  "

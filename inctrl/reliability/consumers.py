@@ -7,6 +7,7 @@ the inspect callable, FrameConsumer threads in this process.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ class ConsumerGroup(Protocol):
     exits: list[ConsumerExit]
 
     def start(self) -> int: ...
+    def reported_stats(self) -> list[dict[str, object]]: ...
     def leave(self, member: int) -> None: ...
     def supervise(self) -> None: ...
     def stop(self) -> None: ...
@@ -91,6 +93,8 @@ class ConsumerProcesses:
         self._environment = {**os.environ, **settings.to_environment(), "INCTRL_METRICS_PORT": "0", **command.environment}
         self._log_dir = Path(log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self._log_dir.glob("member-*.log"):  # a rerun's stats must not include the last run's
+            old.unlink()
         self._restart_delay_s = restart_delay_s
         self._members: dict[int, _Process] = {}
         self._spawned = 0
@@ -124,6 +128,18 @@ class ConsumerProcesses:
     def leave(self, member: int) -> None:
         """SIGTERM and wait: the member drains, commits and leaves the group; anything but exit 0 is counted."""
         self._end(member)
+
+    def reported_stats(self) -> list[dict[str, object]]:
+        """The statistics each process printed as its last line on a clean exit (`inctrl consume` does)."""
+        stats = []
+        for log in sorted(self._log_dir.glob("member-*.log")):
+            last = _tail(log).strip().splitlines()[-1:]
+            if last and last[0].startswith("{"):
+                try:
+                    stats.append(json.loads(last[0]))
+                except ValueError:
+                    continue
+        return stats
 
     def holds_partitions(self, member: int) -> bool:
         """Whether the member's current process was given partitions (kafka-python logs each assignment)."""
@@ -203,6 +219,9 @@ class ConsumerThreads:
         thread.join(timeout=_STOP_TIMEOUT_S)
         if failure or thread.is_alive():
             self.exits.append(ConsumerExit(member, None, repr(failure[0]) if failure else "did not stop"))
+
+    def reported_stats(self) -> list[dict[str, object]]:
+        return [consumer.stats.log_fields() for consumer, _, _ in self._members.values()]
 
     def supervise(self) -> None:
         for member, (_, thread, failure) in list(self._members.items()):

@@ -157,19 +157,29 @@ class S3Outage:
 
 @dataclass(frozen=True)
 class ReplicaKill:
-    """ray.kill every replica of one Serve deployment while it works on a batch; Serve starts new ones."""
+    """ray.kill every replica of one Serve deployment mid-stream, again after each `every` more frames.
+
+    Several kills raise the odds that one lands inside a batch (the consumers' replay and retry counts in
+    the report's notes tell whether one did); the Serve controller starts a new replica each time.
+    """
 
     app_name: str
     deployment: str = "pool"
     trigger: float = 0.3
+    kills: int = 3
+    every: float = 0.15
 
     def describe(self) -> str:
-        return f"ray.kill of the {self.deployment!r} Serve replicas after {self.trigger:.0%} of the frames"
+        return (f"ray.kill of the {self.deployment!r} Serve replica after {self.trigger:.0%} of the frames, "
+                f"{self.kills} times, {self.every:.0%} of the frames apart")  # fmt: skip
 
     def inject(self, context: FaultContext) -> None:
-        killed = kill_serve_replicas(self.app_name, self.deployment)
-        if not killed:
-            raise RuntimeError(f"no replica of {self.app_name}#{self.deployment} found to kill")
+        for kill in range(self.kills):
+            if kill:
+                context.wait_handled(int((self.trigger + kill * self.every) * len(context.frame_ids)))
+            # The replica of the previous kill may still be starting: wait for it to exist.
+            if not context.wait_until(lambda: bool(kill_serve_replicas(self.app_name, self.deployment)), 60.0):
+                raise RuntimeError(f"no replica of {self.app_name}#{self.deployment} found to kill")
 
 
 def kill_serve_replicas(app_name: str, deployment: str) -> list[str]:
@@ -303,6 +313,11 @@ def run_scenario(
             context.hold(settle_s)
         finally:
             group.stop()
+    retries = [(stats.get("replays", 0), stats.get("frame_retries", 0)) for stats in group.reported_stats()]
+    if retries:
+        notes.append(
+            "consumers saw " + ", ".join(f"{replays} batch replays / {frame} frame retries" for replays, frame in retries)
+        )
     if isinstance(fault, PoisonFrame):
         notes.append(f"the poison frame was offered {fault.never_answers.attempts} times")
     tally = count_outcomes(settings, store, frames, expect_dead)
