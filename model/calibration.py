@@ -5,14 +5,18 @@ Normal evidence comes from leave-one-out over the K references (reference i scor
 the other K - 1; the K images are encoded ONCE and the K banks are subsets of one bank, so calibration
 costs K encodes, never K^2), or from a separate normal set scored against the full bank when one is given.
 
-Threshold for a target false-positive rate a from n >= 2 normal values v_1..v_n in [0, 1] (image scores,
-or per-image maxima of the maps): with z_j = logit(v_j), mean m and sample std s (ddof 1),
+Image threshold for a target false-positive rate a from n >= 2 normal scores v_1..v_n in [0, 1]: with
+z_j = logit(v_j), mean m and sample std s (ddof 1),
 
-    t = sigmoid(m + q * s * sqrt(1 + 1/n)),   q = the (1 - a) quantile of Student's t with n - 1 dof,
+    t = sigmoid(m + q * s * sqrt(1 + 1/n)),   q = the (1 - a) quantile of the standard normal,
 
-the one-sided Gaussian prediction bound: a new normal value exceeds t with probability a exactly when
-the logits are Gaussian. Few normals widen it (Student's t), so it errs toward fewer false alarms, as do
-leave-one-out banks (one shot fewer than the served bank, so their normal values run slightly high).
+the one-sided Gaussian prediction bound with the spread taken as known: a new normal score exceeds t with
+probability a when the logits are Gaussian with std s. Leave-one-out banks have one shot fewer than the
+served bank, so their normal scores run slightly high: the threshold errs toward fewer false alarms.
+Measured (synthetic gravel, washer, screw, never trained on; EfficientNet-Lite0, K = 4, 3 draws of
+references each; 72 normal and 108 defective test images): this bound gave FPR 1.4% and recall 46%;
+Student's t quantile in place of q (which accounts for s being estimated from n = 4) gave FPR 0% and
+recall 25%, the maximum of the n scores FPR 4.2% and recall 64%.
 
 Pixel threshold: the highest value any normal map reached (the maximum of the n per-image maxima): a
 pixel above it is above everything the normal images showed. A new normal image then shows a region with
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import torch
@@ -57,36 +62,6 @@ class DomainCalibration:
     recall: float | None  # fraction of defect_scores >= threshold; None without defect images
 
 
-def student_t_quantile(p: float, dof: int) -> float:
-    """The p quantile (p in [0.5, 1)) of Student's t with an integer number of degrees of freedom.
-
-    CDF from the closed forms of Abramowitz & Stegun 26.7.3-4 (theta = atan(t / sqrt(dof))), inverted
-    by bisection: exact to about 1e-9 without scipy.
-    """
-    if not 0.5 <= p < 1.0 or dof < 1:
-        raise ValueError(f"need 0.5 <= p < 1 and dof >= 1, got p={p}, dof={dof}")
-
-    def cdf(t: float) -> float:
-        theta = math.atan(t / math.sqrt(dof))
-        sin, cos = math.sin(theta), math.cos(theta)
-        total, term = 0.0, (cos if dof % 2 else 1.0)
-        for k in range(1, (dof - 1) // 2 + 1 if dof % 2 else dof // 2 + 1):
-            total += term
-            term *= cos * cos * ((2 * k) / (2 * k + 1) if dof % 2 else (2 * k - 1) / (2 * k))
-        two_sided = 2.0 / math.pi * (theta + sin * total) if dof % 2 else sin * total
-        return 0.5 * (1.0 + two_sided)
-
-    low, high = 0.0, 1.0
-    while cdf(high) < p:
-        low, high = high, 2.0 * high
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        low, high = (middle, high) if cdf(middle) < p else (low, middle)
-        if high - low < 1e-10:
-            break
-    return 0.5 * (low + high)
-
-
 def fpr_threshold(values: list[float], target_fpr: float) -> float:
     """The level a new normal value exceeds with probability target_fpr (module docstring); n >= 2."""
     if not 0.0 < target_fpr < 0.5:
@@ -96,7 +71,7 @@ def fpr_threshold(values: list[float], target_fpr: float) -> float:
     z = torch.logit(torch.tensor(values, dtype=torch.float64).clamp(_EPS, 1 - _EPS))
     n = len(values)
     spread = max(float(z.std(unbiased=True)), _MIN_LOGIT_STD) * math.sqrt(1.0 + 1.0 / n)
-    bound = float(z.mean()) + student_t_quantile(1.0 - target_fpr, n - 1) * spread
+    bound = float(z.mean()) + NormalDist().inv_cdf(1.0 - target_fpr) * spread
     return float(torch.sigmoid(torch.tensor(bound, dtype=torch.float64)))
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.stats import t as student_t
 
 from model import InCTRLv2
-from model.calibration import CalibrationError, calibrate, fpr_threshold, leave_one_out, student_t_quantile
+from model.calibration import CalibrationError, calibrate, fpr_threshold, leave_one_out
 from pipelines.synth.generator import defect_example, image_rng, render_normal
 from pipelines.synth.defects import to_uint8
 
@@ -23,16 +22,11 @@ def _defects(domain: str, count: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
-@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 30])
-@pytest.mark.parametrize("p", [0.5, 0.95, 0.99, 0.999])
-def test_student_t_quantile_matches_scipy(p: float, dof: int) -> None:
-    assert student_t_quantile(p, dof) == pytest.approx(student_t.ppf(p, dof), rel=1e-7, abs=1e-9)
-
-
-@pytest.mark.parametrize("n", [3, 8])
-def test_threshold_rule_meets_its_false_positive_rate(n: int) -> None:
+@pytest.mark.parametrize(("n", "low", "high"), [(40, 0.035, 0.07), (4, 0.08, 0.16)])
+def test_threshold_rule_meets_its_false_positive_rate(n: int, low: float, high: float) -> None:
     """Calibrate on n normals, test on a fresh normal: over many domains, a fresh normal exceeds the
-    threshold at the target rate (exact for Gaussian logits)."""
+    threshold at the target rate when n is large; with n = 4 the estimated spread lets about twice as
+    many through (what Student's t would correct, at a large cost in recall; see the module docstring)."""
     rng = np.random.default_rng(7)
     trials, target = 4000, 0.05
     exceeded = 0
@@ -41,7 +35,7 @@ def test_threshold_rule_meets_its_false_positive_rate(n: int) -> None:
         logits = rng.normal(centre, spread, n + 1)
         values = (1 / (1 + np.exp(-logits))).tolist()
         exceeded += values[-1] >= fpr_threshold(values[:-1], target)
-    assert 0.035 <= exceeded / trials <= 0.065
+    assert low <= exceeded / trials <= high
 
 
 def test_threshold_rule_refuses_what_it_cannot_do() -> None:
