@@ -22,7 +22,8 @@ from services.index.metrics import IndexMetrics
 from services.index.repository import EventPosition
 from services.messages import InspectionResult, MapStatistics, Verdict, verdict_for
 
-T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
+# Recent capture times: the drift watch follows only lines with frames in the last day.
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
 
 
 def synthetic_results(events: int, domains: int, lines: int, seed: int = 0) -> list[InspectionResult]:

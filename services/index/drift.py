@@ -2,7 +2,7 @@
 
 Every `drift_interval_s` the watch reads, for each registered domain with at least drift_min_reference
 calibration scores (DomainRecord.calibration.normal_scores of the current version), the last
-drift_window scores of each line the index has seen for it, scored against that same reference version
+drift_window scores of each line with a frame in the last drift_line_active_s, scored against that same reference version
 (a new version, e.g. after a mark-normal, starts a fresh window), and computes PSI and the two-sample KS
 test (services/index/drift_statistics.py, formulas there).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -116,10 +116,12 @@ class DriftWatch:
         """One pass over every watched line; returns their new statuses."""
         statuses: list[DriftStatus] = []
         watched: set[tuple[str, str]] = set()
+        now = self._clock()
+        active_since = now - timedelta(seconds=self._settings.drift_line_active_s)
         for calibration in self._calibrations.calibrations():
             if len(calibration.normal_scores) < self._settings.drift_min_reference:
                 continue
-            lines = [line for _, line in self._index.lines(calibration.domain)]
+            lines = [line for _, line in self._index.lines(calibration.domain, since=active_since)]
             if len(lines) > self._settings.drift_max_lines:
                 logger.warning(
                     "domain has more lines than the drift watch follows; the rest are not watched",
@@ -127,18 +129,17 @@ class DriftWatch:
                 )  # fmt: skip
                 lines = lines[: self._settings.drift_max_lines]
             for line in lines:
-                statuses.append(self._evaluate_line(calibration, line))
+                statuses.append(self._evaluate_line(calibration, line, now))
                 watched.add((calibration.domain, line))
         self._metrics.forget_drift_labels(watched)
         return statuses
 
-    def _evaluate_line(self, calibration: DomainCalibration, line: str) -> DriftStatus:
+    def _evaluate_line(self, calibration: DomainCalibration, line: str, now: datetime) -> DriftStatus:
         settings = self._settings
         window = self._index.scores(
             calibration.domain, line, limit=settings.drift_window, reference_version=calibration.reference_version
         )
         previous = self._index.drift_status(calibration.domain, line)
-        now = self._clock()
         reading = drift_reading(window, calibration.normal_scores, settings.drift_bins) if window else None
         level = self._next_level(previous.level if previous else None, reading, len(window))
         if level is DriftLevel.DRIFTING and (previous is None or previous.level is not DriftLevel.DRIFTING):

@@ -321,11 +321,13 @@ class InspectionIndex:
         with self._sessions() as session:
             return list(reversed(session.scalars(query).all()))
 
-    def lines(self, domain: str | None = None) -> list[tuple[str, str]]:
-        """Every (domain, line) with indexed frames, sorted."""
+    def lines(self, domain: str | None = None, since: datetime | None = None) -> list[tuple[str, str]]:
+        """Every (domain, line) with indexed frames (captured at or after `since`), sorted."""
         query = select(FrameRow.domain, FrameRow.line).distinct().order_by(FrameRow.domain, FrameRow.line)
         if domain is not None:
             query = query.where(FrameRow.domain == domain)
+        if since is not None:
+            query = query.where(FrameRow.timestamp >= since)
         with self._sessions() as session:
             return [(row.domain, row.line) for row in session.execute(query)]
 

@@ -43,6 +43,9 @@ class IndexSettings(BaseSettings):
     drift_max_lines: int = Field(
         100, gt=0, description="Most lines per domain the watch follows (bounds the gauges' label sets)."
     )
+    drift_line_active_s: float = Field(
+        86400.0, gt=0, description="Lines with no frame captured for this long are no longer watched (their gauges go)."
+    )
     drift_watch: bool = Field(
         True, description="Run the drift watch in this indexer (run it in one replica only: it publishes the alerts)."
     )

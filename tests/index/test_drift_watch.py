@@ -100,7 +100,7 @@ def test_shifted_stream_raises_gauge_and_exactly_one_alert(index: InspectionInde
     assert gauge(metrics, "inctrl_drift_drifting", domain="capsule", line="line-1") == 0.0
     assert gauge(metrics, "inctrl_drift_alerts_total", domain="capsule") == 1.0
     drifting, calm = index.drift_status("capsule", "line-2"), index.drift_status("capsule", "line-1")
-    assert drifting.level is DriftLevel.DRIFTING and drifting.since == T0 + timedelta(minutes=1)  # since the crossing
+    assert drifting.level is DriftLevel.DRIFTING and drifting.since == T0  # since the first pass, which crossed
     assert drifting.window_size == 100 and drifting.reference_size == 60 and drifting.statistic == alerts[0].psi
     assert calm.level is DriftLevel.OK
 
@@ -144,4 +144,18 @@ def test_gauges_only_for_registered_domains(index: InspectionIndex, result_facto
     assert gauge(metrics, "inctrl_drift_window_scores", domain="unregistered", line="line-1") is None
     source.items = []  # capsule deleted from the registry: its series go
     watch.evaluate()
+    assert gauge(metrics, "inctrl_drift_window_scores", domain="capsule", line="line-1") is None
+
+
+def test_lines_without_recent_frames_are_no_longer_watched(index: InspectionIndex, result_factory) -> None:
+    stream(index, result_factory, np.random.default_rng(14).beta(2, 8, 40))
+    metrics = IndexMetrics()
+    calibration = DomainCalibration(domain="capsule", reference_version="capsule/v1", normal_scores=tuple(calibration_scores()))
+    settings = IndexSettings(drift_min_window=30, drift_line_active_s=3600)
+    now = [T0 + timedelta(minutes=30)]
+    watch = DriftWatch(index, FixedCalibrations(calibration), settings, lambda alert: None, metrics, clock=lambda: now[0])
+    assert [s.line for s in watch.evaluate()] == ["line-1"]
+    assert gauge(metrics, "inctrl_drift_window_scores", domain="capsule", line="line-1") == 40
+    now[0] = T0 + timedelta(hours=2)  # the line's last frame is older than drift_line_active_s
+    assert watch.evaluate() == []
     assert gauge(metrics, "inctrl_drift_window_scores", domain="capsule", line="line-1") is None

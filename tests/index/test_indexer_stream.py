@@ -25,7 +25,8 @@ from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+# Recent capture times: the drift watch follows only lines with frames in the last day.
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
 IDLE_S = 3.0
 
 
