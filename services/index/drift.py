@@ -128,21 +128,34 @@ class DriftWatch:
                     extra={"domain": calibration.domain, "lines": len(lines), "drift_max_lines": self._settings.drift_max_lines},
                 )  # fmt: skip
                 lines = lines[: self._settings.drift_max_lines]
+            previous = {status.line: status for status in self._index.drift_statuses(calibration.domain)}
+            unchanged_level: list[DriftStatus] = []
             for line in lines:
-                statuses.append(self._evaluate_line(calibration, line, now))
+                status, raised = self._evaluate_line(calibration, line, previous.get(line), now)
+                if raised:  # stored at once: a later failure in this pass must not make it alert again
+                    self._index.set_drift_status(status)
+                else:
+                    unchanged_level.append(status)
+                statuses.append(status)
                 watched.add((calibration.domain, line))
+            with self._index.session() as session, session.begin():  # one transaction for the domain's lines
+                for status in unchanged_level:
+                    self._index.set_drift_status(status, session=session)
         self._metrics.forget_drift_labels(watched)
         return statuses
 
-    def _evaluate_line(self, calibration: DomainCalibration, line: str, now: datetime) -> DriftStatus:
+    def _evaluate_line(
+        self, calibration: DomainCalibration, line: str, previous: DriftStatus | None, now: datetime
+    ) -> tuple[DriftStatus, bool]:
+        """The line's new status, and whether it crossed into drift (its alert then published)."""
         settings = self._settings
         window = self._index.scores(
             calibration.domain, line, limit=settings.drift_window, reference_version=calibration.reference_version
         )
-        previous = self._index.drift_status(calibration.domain, line)
         reading = drift_reading(window, calibration.normal_scores, settings.drift_bins) if window else None
         level = self._next_level(previous.level if previous else None, reading, len(window))
-        if level is DriftLevel.DRIFTING and (previous is None or previous.level is not DriftLevel.DRIFTING):
+        raised = level is DriftLevel.DRIFTING and (previous is None or previous.level is not DriftLevel.DRIFTING)
+        if raised:
             assert reading is not None
             self._raise(calibration, line, reading, now)
         since = previous.since if previous is not None and previous.level is level else now
@@ -152,14 +165,13 @@ class DriftWatch:
             window_size=len(window), reference_size=len(calibration.normal_scores),
             reference_version=calibration.reference_version, since=since, updated_at=now,
         )  # fmt: skip
-        self._index.set_drift_status(status)
         labels = (calibration.domain, line)
         self._metrics.drift_window.labels(*labels).set(len(window))
         self._metrics.drifting.labels(*labels).set(1.0 if level is DriftLevel.DRIFTING else 0.0)
         if reading is not None:
             self._metrics.drift_psi.labels(*labels).set(reading.psi)
             self._metrics.drift_ks_p_value.labels(*labels).set(reading.p_value)
-        return status
+        return status, raised
 
     def _next_level(self, previous: DriftLevel | None, reading: DriftReading | None, size: int) -> DriftLevel:
         s = self._settings

@@ -174,10 +174,20 @@ class InspectionIndex:
         self._clock = clock
         # Built once: building an ON CONFLICT statement costs more than executing it.
         self._frame_upsert = self._frame_upsert_statement()
+        self._drift_upsert = self._drift_upsert_statement()
         self._dead_letter_insert = (
             self._insert(DeadLetterRow.__table__)
             .on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])
             .returning(DeadLetterRow.__table__.c.id)
+        )
+
+    def _drift_upsert_statement(self) -> Any:
+        table = DriftStatusRow.__table__
+        statement = self._insert(table)
+        key = {"id", "domain", "line"}
+        return statement.on_conflict_do_update(
+            index_elements=["domain", "line"],
+            set_={column.name: statement.excluded[column.name] for column in table.columns if column.name not in key},
         )
 
     def _frame_upsert_statement(self) -> Any:
@@ -248,12 +258,11 @@ class InspectionIndex:
     def set_drift_status(self, status: DriftStatus, session: Session | None = None) -> None:
         """Store the latest drift reading of (domain, line)."""
         values = status.model_dump(mode="python")
-        statement = self._insert(DriftStatusRow).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["domain", "line"],
-            set_={name: getattr(statement.excluded, name) for name in values if name not in ("domain", "line")},
-        )
-        self._execute(statement, session)
+        if session is not None:
+            session.execute(self._drift_upsert, values)
+            return
+        with self._sessions() as own, own.begin():
+            own.execute(self._drift_upsert, values)
 
     def _execute(self, statement: Any, session: Session | None) -> None:
         if session is not None:
@@ -308,7 +317,7 @@ class InspectionIndex:
         With `limit`, the most recent `limit` scores (still oldest first): the drift watch's window, which
         also passes `reference_version` (only scores taken against that version's references).
         """
-        query = select(FrameRow.score).where(FrameRow.domain == domain)
+        query = select(FrameRow.__table__.c.score).where(FrameRow.domain == domain)
         if line is not None:
             query = query.where(FrameRow.line == line)
         if reference_version is not None:
@@ -319,7 +328,7 @@ class InspectionIndex:
         if limit is not None:
             query = query.limit(limit)
         with self._sessions() as session:
-            return list(reversed(session.scalars(query).all()))
+            return [score for (score,) in reversed(session.execute(query).all())]
 
     def lines(self, domain: str | None = None, since: datetime | None = None) -> list[tuple[str, str]]:
         """Every (domain, line) with indexed frames (captured at or after `since`), sorted."""
