@@ -159,3 +159,24 @@ def test_lines_without_recent_frames_are_no_longer_watched(index: InspectionInde
     now[0] = T0 + timedelta(hours=2)  # the line's last frame is older than drift_line_active_s
     assert watch.evaluate() == []
     assert gauge(metrics, "inctrl_drift_window_scores", domain="capsule", line="line-1") is None
+
+
+def test_an_alert_that_could_not_be_published_is_published_on_the_next_pass(index: InspectionIndex, result_factory) -> None:
+    stream(index, result_factory, np.random.default_rng(15).beta(2, 8, 60) + 0.3)
+    published: list[DriftAlert] = []
+    failures = [RuntimeError("broker unreachable")]
+
+    def publish(alert: DriftAlert) -> None:
+        if failures:
+            raise failures.pop()
+        published.append(alert)
+
+    calibration = DomainCalibration(domain="capsule", reference_version="capsule/v1", normal_scores=tuple(calibration_scores()))
+    settings = IndexSettings(drift_min_window=30)
+    watch = DriftWatch(index, FixedCalibrations(calibration), settings, publish, IndexMetrics(), clock=lambda: T0)
+    with pytest.raises(RuntimeError, match="broker unreachable"):
+        watch.evaluate()
+    assert index.drift_status("capsule", "line-1") is None  # not stored as drifting: nothing was sent
+    watch.evaluate()
+    watch.evaluate()
+    assert len(published) == 1 and index.drift_status("capsule", "line-1").level is DriftLevel.DRIFTING
