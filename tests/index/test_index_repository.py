@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from sqlalchemy import func, select, text
 
 from services.index import (
@@ -18,7 +19,7 @@ from services.index import (
     create_index_engine,
     upgrade,
 )
-from services.index.database import current_tables
+from services.index.database import alembic_config, current_tables
 from services.index.models import FrameRow
 from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, Verdict
 
@@ -37,6 +38,10 @@ def test_migrations_create_every_table_and_rerun_as_no_op(database_url: str) -> 
     assert {"frames", "dead_letters", "reviews", "drift_status", "alembic_version"} <= current_tables(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+    command.downgrade(alembic_config(engine), "base")
+    assert current_tables(engine) == {"alembic_version"}
+    upgrade(engine)
+    assert {"frames", "dead_letters", "reviews", "drift_status"} <= current_tables(engine)
     engine.dispose()
 
 
