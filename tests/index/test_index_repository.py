@@ -180,3 +180,15 @@ def test_batch_upsert_keeps_the_newest_event_of_each_frame(index: InspectionInde
     letters = [_dead_letter(1, b"x"), _dead_letter(1, b"x"), _dead_letter(2, b"y")]
     assert index.upsert_dead_letters(letters) == 2 and index.upsert_dead_letters(letters) == 0
     assert index.upsert_results([]) == 0
+
+
+def test_migrated_schema_matches_the_models(index_engine) -> None:
+    """Alembic's own comparison: a column added to the models without a migration fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from services.index.models import Base
+
+    with index_engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+    assert differences == []
