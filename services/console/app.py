@@ -51,7 +51,7 @@ from services.console.originals import OriginalImageMissing, OriginalImages
 from services.console.review import AlreadyReferenced, ConfirmedDefect, FrameNotIndexed, MarkedNormal, ReviewService
 from services.console.settings import ConsoleSettings
 from services.index.repository import DriftLevel, DriftStatus, FrameFilter, IndexedFrame, Review
-from services.messages import Verdict
+from services.messages import InspectionResult, Verdict
 from services.object_store import ObjectStore, ObjectStoreUnavailable
 from services.registry import ConcurrentUpdateError, DomainRecord, RegistryError, UnknownDomainError
 from services.image_decoding import ImageDecodeError
@@ -327,7 +327,13 @@ def create_console_app(services: ConsoleServices) -> FastAPI:
         if kind == "overlay":
             content, media_type = services.store.get_bytes(frame.bucket, frame.overlay_key), "image/jpeg"
         elif kind == "map":
-            content, media_type = colour_map_png(services.store.get_bytes(frame.bucket, frame.map_key)), "image/png"
+            # Drawn as the overlay is: the frame's own colour scale and pixel threshold, from its result.json.
+            stored = InspectionResult.model_validate_json(services.store.get_bytes(frame.bucket, frame.result_key))
+            statistics = stored.map_statistics
+            content = colour_map_png(
+                services.store.get_bytes(frame.bucket, frame.map_key), statistics.display_range or (0.0, 1.0), statistics.threshold
+            )
+            media_type = "image/png"
         else:
             bucket, key = originals.locate(frame)
             content = services.store.get_bytes(bucket, key)

@@ -71,10 +71,14 @@ def render_svg(histogram: ScoreHistogram, title: str, width: int = 360, height: 
         f'<line class="threshold" x1="{line_x:.2f}" y1="{pad_top - 4}" x2="{line_x:.2f}" y2="{pad_top + plot_h}" '
         f'data-threshold="{histogram.threshold:.4f}"/>'
     )
-    parts.append(f'<text class="label" x="{min(line_x + 3, width - 70):.2f}" y="{pad_top - 4}">threshold {histogram.threshold:.3f}</text>')
+    # The label sits on the side of the line with room for it.
+    label_x, anchor = (line_x - 3, "end") if histogram.threshold > 0.6 else (line_x + 3, "start")
+    parts.append(
+        f'<text class="label" x="{label_x:.2f}" y="{pad_top - 4}" text-anchor="{anchor}">threshold {histogram.threshold:.3f}</text>'
+    )
     for tick in (0.0, 0.5, 1.0):
         anchor = {0.0: "start", 0.5: "middle", 1.0: "end"}[tick]
         parts.append(f'<text class="tick" x="{x_of(tick):.2f}" y="{height - 6}" text-anchor="{anchor}">{tick:g}</text>')
-    parts.append(f'<text class="tick" x="{width - pad_right}" y="{pad_top + 10}" text-anchor="end">n = {histogram.total}</text>')
+    parts.append(f'<text class="tick" x="{x_of(0.25):.2f}" y="{height - 6}" text-anchor="middle">n = {histogram.total}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.result_encoding import decode_map_png, jet_colormap
+from services.result_encoding import decode_map_png, jet_colormap, region_outline
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -21,9 +21,19 @@ def encode_image_png(image: np.ndarray) -> bytes:
     return _png(pixels.astype(np.uint8))
 
 
-def colour_map_png(map_png: bytes) -> bytes:
-    """A stored 16-bit map PNG, values in [0, 1], as the jet-coloured RGB PNG the overlay uses."""
-    return _png(jet_colormap(decode_map_png(map_png)))
+def colour_map_png(
+    map_png: bytes, value_range: tuple[float, float] = (0.0, 1.0), outline_threshold: float | None = None
+) -> bytes:
+    """A stored 16-bit map PNG as the overlay draws it: jet over `value_range` (the frame's display range,
+    blue at low, red at high), the region at or above `outline_threshold` outlined in white."""
+    low, high = value_range
+    if not 0.0 <= low < high:
+        raise ValueError(f"value range must satisfy 0 <= low < high, got {value_range}")
+    values = decode_map_png(map_png)
+    pixels = jet_colormap((values - low) / (high - low))
+    if outline_threshold is not None:
+        pixels[region_outline(values >= outline_threshold, max(1, round(min(values.shape) / 160)))] = 255
+    return _png(pixels)
 
 
 def defect_mask_png(map_png: bytes, map_threshold: float, size: tuple[int, int]) -> bytes:

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from services.auth import TOKEN_COOKIE
+from services.messages import InspectionResult
+from services.result_encoding import decode_map_png, jet_colormap
 
 from .conftest import INSPECTOR_TOKEN, READER_TOKEN, REVIEWER_TOKEN, ConsoleWorld, texture
 
@@ -115,6 +117,13 @@ def test_frame_page_and_proxied_images(client: TestClient, console_world: Consol
     assert overlay.content == console_world.store.get_bytes(frame.bucket, frame.overlay_key)
     coloured = Image.open(io.BytesIO(client.get("/frames/capsule/line-1/cap-odd/map", cookies=cookies).content))
     assert coloured.mode == "RGB" and coloured.size == (64, 64)
+    values = decode_map_png(console_world.store.get_bytes(frame.bucket, frame.map_key))
+    stored = InspectionResult.model_validate_json(console_world.store.get_bytes(frame.bucket, frame.result_key))
+    low, high = stored.map_statistics.display_range or (0.0, 1.0)
+    inside = values >= stored.map_statistics.threshold
+    # A pixel at least 4 px from the outlined region's edge is coloured by the scale alone.
+    y, x = next((y, x) for y in range(4, 60) for x in range(4, 60) if len(np.unique(inside[y - 4 : y + 5, x - 4 : x + 5])) == 1)
+    np.testing.assert_array_equal(np.asarray(coloured)[y, x], jet_colormap(np.array((values[y, x] - low) / (high - low))))
     original = client.get("/frames/capsule/line-1/cap-odd/image", cookies=cookies)
     pixels = np.asarray(Image.open(io.BytesIO(original.content))).transpose(2, 0, 1) / 255.0
     np.testing.assert_allclose(pixels, texture(30, stripes=11), atol=1 / 255)
