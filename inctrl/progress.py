@@ -12,6 +12,7 @@ redrawn in place on a terminal (at most every 0.2 s), or, when stderr is a file 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import TextIO
@@ -90,3 +91,6 @@ def configure_logging(verbosity: int = 0) -> None:
     third_party = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)
+    # Ray sets its logger to INFO when imported and again in ray.init(), unless this says otherwise (its
+    # worker processes inherit it too); an explicit setting of the user's wins.
+    os.environ.setdefault("RAY_LOGGER_LEVEL", logging.getLevelName(third_party).lower())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -46,8 +47,10 @@ def test_progress_to_a_file_prints_every_tenth_and_the_end() -> None:
     assert [line.split("]")[1].split()[0] for line in lines[:3]] == ["1/100", "10/100", "20/100"]
 
 
-def test_third_party_loggers_are_quiet_unless_verbose(restore_logging: None) -> None:
+def test_third_party_loggers_are_quiet_unless_verbose(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_LOGGER_LEVEL", raising=False)
     configure_logging(0)
+    assert os.environ["RAY_LOGGER_LEVEL"] == "warning"  # ray.init() and Ray's workers read it
     assert logging.getLogger("kafka").getEffectiveLevel() == logging.WARNING
     assert logging.getLogger("kafka.conn").getEffectiveLevel() == logging.WARNING
     assert logging.getLogger("urllib3").getEffectiveLevel() == logging.WARNING
@@ -57,14 +60,16 @@ def test_third_party_loggers_are_quiet_unless_verbose(restore_logging: None) -> 
     assert logging.getLogger("ray").getEffectiveLevel() == logging.DEBUG
 
 
-def test_cli_root_applies_the_levels(restore_logging: None, tmp_path) -> None:
+def test_cli_root_applies_the_levels(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_LOGGER_LEVEL", raising=False)
     result = CliRunner().invoke(app, ["data", "--help"])
     assert result.exit_code == 0
     result = CliRunner().invoke(app, ["-v", "data", "--help"])
     assert result.exit_code == 0 and logging.getLogger("minio").getEffectiveLevel() == logging.INFO
 
 
-def test_ordinary_log_output_leaves_progress_records_to_the_progress_line(restore_logging: None) -> None:
+def test_ordinary_log_output_leaves_progress_records_to_the_progress_line(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_LOGGER_LEVEL", raising=False)
     configure_logging(0)
     plain = [h for h in logging.getLogger().handlers if not isinstance(h, ProgressHandler)]
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
