@@ -89,6 +89,7 @@ def predict(
     pixel_threshold = pixel_threshold if threshold is None else threshold
     out.mkdir(parents=True, exist_ok=True)
     records = []
+    log.info("scoring 0/%d", len(images), extra={"progress": {"task": "scoring", "done": 0, "total": len(images)}})
     for done, (path, name) in enumerate(zip(images, output_names(images)), start=1):
         image = read_image(path)
         result = detector.detect(image[None], bank)

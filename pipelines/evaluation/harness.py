@@ -152,6 +152,7 @@ class EncodedCategory:
 def _encode_category(detector: InCTRLv2, samples: list[Sample], image_size: int, batch_size: int) -> EncodedCategory:
     embeddings, patches = [], []
     task = f"encoding {samples[0].category}"
+    log.info("%s 0/%d", task, len(samples), extra={"progress": {"task": task, "done": 0, "total": len(samples)}})
     for start in range(0, len(samples), batch_size):
         images = torch.stack([load_image(s, image_size) for s in samples[start : start + batch_size]])
         e, p = detector.encode(images)
@@ -279,6 +280,7 @@ def evaluate(
     examples: list[Example] = []
     cases: list[Case] = []
     cells, total_cells = 0, len(categories) * len(shots) * len(seeds)
+    log.info("evaluation 0/%d", total_cells, extra={"progress": {"task": "evaluation", "done": 0, "total": total_cells}})
     for category in categories:
         tests = [s for s in samples if s.category == category and s.split == "test"]
         labels_all = np.array([s.label for s in tests])
