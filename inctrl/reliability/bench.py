@@ -147,7 +147,7 @@ def run_reliability_bench(options: ReliabilityOptions, setup: list[str]) -> list
             def poison() -> tuple[Fault, ServiceSettings, LocalStack, ConsumerGroup, set[str]]:
                 settings = _fresh_settings(base, stack, "poison-frame")
                 frame_id = f"poison-frame-{options.frames // 3:04d}"
-                never_answers = NeverAnswers(HttpInspectionClient(url), frame_id)
+                never_answers = NeverAnswers(HttpInspectionClient(url, token=settings.serve_token), frame_id)
                 group = ConsumerThreads(
                     settings, never_answers, ObjectStore.from_settings(settings),
                     "FrameConsumer threads, HTTP to Serve; one frame never answers",

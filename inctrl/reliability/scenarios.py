@@ -38,7 +38,6 @@ class FaultContext:
 
     group: ConsumerGroup
     stack: LocalStack
-    settings: ServiceSettings
     frame_ids: frozenset[str]
     deadline: float
     progress: ProgressWatch
@@ -300,7 +299,7 @@ def run_scenario(
     started = time.monotonic()
     produce(settings, frames)
     progress = ProgressWatch(settings)
-    context = FaultContext(group, stack, settings, frozenset(f.frame_id for f in frames), started + deadline_s, progress)
+    context = FaultContext(group, stack, frozenset(f.frame_id for f in frames), started + deadline_s, progress)
     notes: list[str] = []
     with progress:
         try:
