@@ -13,13 +13,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-BUILTIN_KINDS = {"ConfigMap", "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"}
+BUILTIN_KINDS = {"ConfigMap", "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"}
 CUSTOM_KINDS = {"RayService", "ServiceMonitor", "PodMonitor"}
 SECRET_ENV = {
     "INCTRL_S3_ACCESS_KEY",
     "INCTRL_S3_SECRET_KEY",
     "INCTRL_KAFKA_SASL_USERNAME",
     "INCTRL_KAFKA_SASL_PASSWORD",
+    "INCTRL_API_TOKENS",
+    "INCTRL_SERVE_TOKEN",
 }
 
 

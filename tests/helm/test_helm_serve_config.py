@@ -42,6 +42,7 @@ def test_default_values_give_one_shared_gpu_pool(render: Callable, default_value
         "pool": {
             "name": "pool",
             "max_ongoing_requests": serve["pool"]["maxOngoingRequests"],
+            "max_queued_requests": 1024,  # DeploymentConfig's bound on back-pressure: beyond it frames are retryable
             "ray_actor_options": {"num_cpus": serve["pool"]["numCpus"], "num_gpus": serve["pool"]["numGpus"]},
             "num_replicas": serve["pool"]["replicas"],
         }

@@ -47,6 +47,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-serve-svc" (include "inctrl.fullname" .) -}}
 {{- end -}}
 
+{{/* S3 credentials of one component (dict "root" $ "component" "serve" or "consumer"): its own Secret
+(s3.<component>.existingSecret, with the rights that component needs) or the shared s3.existingSecret. */}}
+{{- define "inctrl.s3ComponentCredentialsEnv" -}}
+{{- $own := (get .root.Values.s3 .component | default dict).existingSecret | default "" -}}
+{{- if $own -}}
+{{- include "inctrl.s3SecretEnv" (dict "secret" $own "values" .root.Values.s3) -}}
+{{- else -}}
+{{- include "inctrl.s3CredentialsEnv" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "inctrl.s3SecretEnv" -}}
+- name: INCTRL_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .values.accessKeyKey }}
+- name: INCTRL_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret }}
+      key: {{ .values.secretKeyKey }}
+{{- end -}}
+
 {{/* S3 credentials by reference to an existing Secret; values never hold them. */}}
 {{- define "inctrl.s3CredentialsEnv" -}}
 {{- $secret := required "s3.existingSecret is required: the name of a Secret holding the S3 access key and secret key" .Values.s3.existingSecret -}}
@@ -60,6 +84,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     secretKeyRef:
       name: {{ $secret }}
       key: {{ .Values.s3.secretKeyKey }}
+{{- end -}}
+
+{{/* API tokens of the Serve ingress (INCTRL_API_TOKENS, services/auth.py): only the Ray pods read them. */}}
+{{- define "inctrl.apiTokensEnv" -}}
+- name: INCTRL_API_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "auth.apiTokens.existingSecret is required: the name of a Secret holding INCTRL_API_TOKENS (the ingress refuses to start without tokens)" .Values.auth.apiTokens.existingSecret }}
+      key: {{ .Values.auth.apiTokens.key }}
+{{- end -}}
+
+{{/* The consumer's own `inspect` token for the ingress (INCTRL_SERVE_TOKEN). */}}
+{{- define "inctrl.serveTokenEnv" -}}
+- name: INCTRL_SERVE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "auth.consumerToken.existingSecret is required: the name of a Secret holding the consumer's inspect token" .Values.auth.consumerToken.existingSecret }}
+      key: {{ .Values.auth.consumerToken.key }}
 {{- end -}}
 
 {{/* Kafka SASL credentials by reference (for SASL_* protocols). */}}
@@ -142,4 +184,23 @@ Only keys present in values are emitted, so DeploymentConfig's defaults apply to
     "logging_config" (dict "encoding" "JSON" "log_level" "INFO")
     "applications" (list $app) -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* One NetworkPolicy egress rule: to these peers on these TCP ports. */}}
+{{- define "inctrl.networkPolicyEgress" -}}
+- to:
+    {{- toYaml .peers | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end -}}
+
+{{/* Egress to the DNS resolvers. */}}
+{{- define "inctrl.networkPolicyDns" -}}
+- to:
+    {{- toYaml .dns | nindent 4 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
 {{- end -}}
