@@ -167,11 +167,11 @@ def create_console_app(services: ConsoleServices) -> FastAPI:
     act = Depends(services.authority.require(Scope.REVIEW))
 
     def page(request: Request, name: str, principal: Principal | None, status: int = 200, **context: Any) -> Response:
-        done = request.query_params.get("done")
+        done, version = request.query_params.get("done"), request.query_params.get("version", "")
         message = None
-        if done in _DONE_MESSAGES:
+        if done in _DONE_MESSAGES:  # fixed texts: a crafted link can only pick one and a version number
             message = _DONE_MESSAGES[done].format(
-                domain=request.path_params.get("domain", ""), version=request.query_params.get("version", "?")
+                domain=request.path_params.get("domain", ""), version=version if version.isdigit() else "?"
             )
         context = {"principal": principal, "message": message, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
