@@ -38,11 +38,12 @@ def test_default_values_give_one_shared_gpu_pool(render: Callable, default_value
     assert config.registry_prefix == serve["registryPrefix"]
     assert config.nn_backend == serve["nnBackend"]
     assert config.domains == {}
+    assert config.detector_timeout_s == serve["detectorTimeoutS"]
     assert config.serve_options() == {
         "pool": {
             "name": "pool",
             "max_ongoing_requests": serve["pool"]["maxOngoingRequests"],
-            "max_queued_requests": 1024,  # DeploymentConfig's bound on back-pressure: beyond it frames are retryable
+            "max_queued_requests": serve["pool"]["maxQueuedRequests"],
             "ray_actor_options": {"num_cpus": serve["pool"]["numCpus"], "num_gpus": serve["pool"]["numGpus"]},
             "num_replicas": serve["pool"]["replicas"],
         }
@@ -110,3 +111,12 @@ def test_domain_defaults_come_from_deployment_config(render: Callable, domain_va
     assert deployment.num_replicas == domain_values.get("replicas")
     assert config.threshold_for("line-7") == domain_values.get("threshold", config.default_threshold)
     assert config.batch_for("line-7") == config.batch
+
+
+def test_back_pressure_and_the_detector_timeout_reach_the_app(render: Callable) -> None:
+    config = rendered_config(
+        render, {"serve": {"detectorTimeoutS": 5, "pool": {"maxQueuedRequests": 8}, "domains": {"capsule": {"maxQueuedRequests": -1}}}}
+    )
+    assert config.detector_timeout_s == 5
+    options = config.serve_options()
+    assert options["pool"]["max_queued_requests"] == 8 and options["domain-capsule"]["max_queued_requests"] == -1

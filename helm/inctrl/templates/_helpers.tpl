@@ -141,6 +141,7 @@ Only keys present in values are emitted, so DeploymentConfig's defaults apply to
 {{- $_ := set $args "num_replicas" .replicas -}}
 {{- end -}}
 {{- if hasKey . "maxOngoingRequests" }}{{ $_ := set $args "max_ongoing_requests" .maxOngoingRequests }}{{ end -}}
+{{- if hasKey . "maxQueuedRequests" }}{{ $_ := set $args "max_queued_requests" .maxQueuedRequests }}{{ end -}}
 {{- $actor := dict -}}
 {{- if hasKey . "numCpus" }}{{ $_ := set $actor "num_cpus" .numCpus }}{{ end -}}
 {{- if hasKey . "numGpus" }}{{ $_ := set $actor "num_gpus" .numGpus }}{{ end -}}
@@ -170,6 +171,7 @@ Only keys present in values are emitted, so DeploymentConfig's defaults apply to
     "registry_prefix" $serve.registryPrefix
     "references_revision" (toString $serve.referencesRevision)
     "default_threshold" $serve.defaultThreshold
+    "detector_timeout_s" $serve.detectorTimeoutS
     "batch" (dict "max_batch_size" $serve.batch.maxBatchSize "batch_wait_timeout_s" $serve.batch.batchWaitTimeoutS)
     "pool" (include "inctrl.deploymentArgs" $serve.pool | fromYaml)
     "domains" $domains -}}
