@@ -15,10 +15,11 @@ Failure policy (DESIGN.md, failure taxonomy):
 - Infrastructure trouble (InspectionUnavailable, ObjectStoreUnavailable, a broker error) stalls the
   stream: the batches in flight are abandoned (nothing of them published or committed), rewound, and
   polled again after a RetryPolicy wait. Nothing is dead-lettered for it.
-- A frame whose inspection keeps failing while the service answers (Retryable outcomes, errors, or
-  unavailability of its batch while other calls succeed) is isolated: after a failed whole-batch call
+- A frame whose inspection keeps failing while the service serves others (Retryable outcomes, errors,
+  or unavailability of its call while other calls succeed) is isolated: after a failed whole-batch call
   the frames are tried one by one, and a frame is dead-lettered alone as retries_exhausted after
-  frame_max_attempts failed attempts; its batch-mates get their results.
+  frame_max_attempts failed attempts; its batch-mates get their results. While nobody is served, no
+  frame is blamed: the stream stalls.
 - Rebalances: the listener runs on kafka-python's IO thread (3.0.12 calls it from the coordinator's
   coroutine, inside poll() or close()), where blocking stops heartbeats and commit() is refused. It only
   counts the revocation. poll() is the only place a revocation can happen, so the loop compares the count
@@ -184,7 +185,7 @@ class FrameConsumer:
         self._close_lock = threading.Lock()
         self._in_flight: deque[_InFlightBatch] = deque()
         self._last_poll_at = time.monotonic()
-        self._last_answer_at = 0.0  # monotonic time the inspect callable last answered (any thread)
+        self._last_served_at = 0.0  # monotonic time the inspect callable last scored or rejected a frame (any thread)
         self._key_lock = threading.Lock()
         self._keys_in_use: set[str] = set()
         self._keys_free = threading.Condition(self._key_lock)
@@ -469,14 +470,17 @@ class FrameConsumer:
     def _inspect_isolating(self, frames: list[DecodedFrame]) -> list[Scored | Rejected | _Exhausted]:
         """Final outcomes of the frames: the whole batch first, then the frames still failing one by one.
 
-        A failed attempt counts against a frame only when the service shows it is alive (it answered this
-        round or another thread meanwhile, or its health probe says so): then the frame, not the service, is
-        the problem. A round in which nothing answered and the probe does not vouch for the service raises
-        InspectionUnavailable: the stream stalls, and no frame is blamed.
+        A failed attempt (unavailable, an error, a Retryable outcome) counts against a frame only when the
+        service is shown to serve other frames meanwhile: in the same round, in another batch's call since
+        the round began, or, when only failing frames are left, by a canary call with a frame of this batch
+        it already served. Then the frame, not the service, is the problem. A round of single frames without
+        such evidence raises InspectionUnavailable: the stream stalls and replays, and no frame is blamed.
+        When the callable's health probe says the service is down, the round stops at the first failure.
         """
         final: list[Scored | Rejected | _Exhausted | None] = [None] * len(frames)
         failures = [0] * len(frames)
         pending = list(range(len(frames)))
+        canary: int | None = None  # a frame of this batch the service served: evidence that it is up
         attempt_round = 0
         while pending:
             attempt_round += 1
@@ -487,32 +491,33 @@ class FrameConsumer:
                     raise _Abandoned()
             started = time.monotonic()
             calls = [pending] if attempt_round == 1 else [[index] for index in pending]
-            unreached: dict[int, str] = {}
-            answered = False
+            failed: dict[int, str] = {}
+            served = False
             for call in calls:
                 try:
                     outcomes = self._call_inspect([frames[index] for index in call])
                 except InspectionUnavailable as error:
-                    unreached.update((index, f"unavailable: {shorten(str(error), _DETAIL_CHARS)}") for index in call)
+                    failed.update((index, f"unavailable: {shorten(str(error), _DETAIL_CHARS)}") for index in call)
+                    if attempt_round > 1 and not served and self._probe_says_down():
+                        raise  # the service says it is down: stall now instead of trying every frame alone
                     continue
-                answered = True
                 for index, outcome in zip(call, outcomes):
                     if isinstance(outcome, Retryable):
-                        failures[index] += 1
-                        final[index] = _Exhausted(f"retryable: {shorten(outcome.detail, _DETAIL_CHARS)}")
+                        failed[index] = f"retryable: {shorten(outcome.detail, _DETAIL_CHARS)}"
                     else:
                         final[index] = outcome
-            if unreached:
-                alive = answered or self._last_answer_at > started or self._probe_says_alive()
-                if not alive and attempt_round > 1:
-                    raise InspectionUnavailable(next(iter(unreached.values())))
-                for index, detail in unreached.items():
-                    failures[index] += int(alive)
+                        served = True
+                        canary = index
+            if failed:
+                blamed = served or self._last_served_at > started or (attempt_round > 1 and self._canary_served(frames, canary))
+                if not blamed and attempt_round > 1:
+                    raise InspectionUnavailable(f"no frame could be inspected; e.g. {next(iter(failed.values()))}")
+                for index, detail in failed.items():
+                    failures[index] += int(blamed)
                     final[index] = _Exhausted(detail)
             pending = [
                 index for index in pending
-                if (final[index] is None or isinstance(final[index], _Exhausted))
-                and failures[index] < self._settings.frame_max_attempts
+                if isinstance(final[index], _Exhausted) and failures[index] < self._settings.frame_max_attempts
             ]  # fmt: skip
         return [outcome if outcome is not None else _Exhausted("no outcome") for outcome in final]
 
@@ -526,16 +531,28 @@ class FrameConsumer:
             logger.warning(
                 "inspect callable failed", extra={"frames": len(frames), "error": f"{type(error).__name__}: {error}"}
             )
-            self._last_answer_at = time.monotonic()
             return [Retryable(f"{type(error).__name__}: {shorten(str(error), _DETAIL_CHARS)}")] * len(frames)
-        self._last_answer_at = time.monotonic()
         if len(outcomes) != len(frames):
             return [Retryable(f"inspect returned {len(outcomes)} outcomes for {len(frames)} frames")] * len(frames)
-        return [
+        checked: list[Scored | Rejected | Retryable] = [
             outcome if isinstance(outcome, (Scored, Rejected, Retryable))
             else Retryable(f"inspect returned a {type(outcome).__name__}, not an outcome")
             for outcome in outcomes
         ]  # fmt: skip
+        if any(not isinstance(outcome, Retryable) for outcome in checked):
+            self._last_served_at = time.monotonic()
+        return checked
+
+    def _canary_served(self, frames: list[DecodedFrame], canary: int | None) -> bool:
+        if canary is None:
+            return False
+        try:
+            return not isinstance(self._call_inspect([frames[canary]])[0], Retryable)
+        except InspectionUnavailable:
+            return False
+
+    def _probe_says_down(self) -> bool:
+        return self._probe is not None and not self._probe_says_alive()
 
     def _probe_says_alive(self) -> bool:
         if self._probe is None:

@@ -104,10 +104,11 @@ def test_an_unreachable_service_stalls_the_stream_and_blames_no_frame(
                 "inspect_retry_initial_backoff_s": 0.05, "inspect_retry_max_backoff_s": 0.2}
     )  # fmt: skip
     sent = _send(settings, object_store, 6)
-    down_until = time.monotonic() + 4.0  # far longer than frame_max_attempts retries take
+    first_call: list[float] = []
 
     def down_for_a_while(frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
-        if time.monotonic() < down_until:
+        first_call[:] = first_call or [time.monotonic()]
+        if time.monotonic() < first_call[0] + 4.0:  # far longer than frame_max_attempts retries take
             raise InspectionUnavailable("connection refused")
         return statistics_inspector.inspect_by_statistics(frames)
 

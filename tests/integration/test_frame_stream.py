@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 from PIL import Image
 
 from services.ingest import FrameConsumer
+from services.inspection import DecodedFrame, InspectionOutcome
 from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, StoredOriginal, Verdict
 from services.object_store import ObjectStore, parse_s3_uri
 from services.producer import FrameProducer
@@ -158,27 +159,33 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
         assert again.run(idle_timeout_s=3).polled == 0
 
 
-def test_a_detector_that_always_fails_dead_letters_each_frame_after_its_attempts(
-    service_settings: ServiceSettings, object_store: ObjectStore, read_topic: Callable[..., list[bytes]]
+def test_frames_the_detector_always_fails_on_are_dead_lettered_alone_after_their_attempts(
+    service_settings: ServiceSettings,
+    object_store: ObjectStore,
+    statistics_inspector: ModuleType,
+    read_topic: Callable[..., list[bytes]],
 ) -> None:
     settings = service_settings.model_copy(update={"frame_max_attempts": 3, "inspect_retry_initial_backoff_s": 0.05})
+    poison = {"f1", "f2"}
     calls: list[int] = []
 
-    def broken_inspect(frames: list[object]) -> list[object]:
+    def fails_on_poison(frames: list[DecodedFrame]) -> list[InspectionOutcome]:
         calls.append(len(frames))
-        raise RuntimeError("CUDA out of memory")
+        if any(frame.request.frame_id in poison for frame in frames):
+            raise RuntimeError("CUDA out of memory")
+        return statistics_inspector.inspect_by_statistics(frames)
 
-    producer = raw_producer(service_settings)
-    for i in range(3):
-        producer.send(service_settings.frames_topics[0], value=request_bytes(frame_id=f"f{i}", image=plain_image(i)))
+    producer = raw_producer(settings)
+    for i in range(4):
+        producer.send(settings.frames_topics[0], partition=0, value=request_bytes(frame_id=f"f{i}", image=plain_image(i)))
     producer.flush()
     producer.close()
-    with FrameConsumer(settings, broken_inspect, object_store) as consumer:
-        stats = consumer.run(max_frames=3, idle_timeout_s=30)
-    # Never an inference_error on the first try: tried as a batch, then alone, then dead-lettered.
-    assert stats.dead_letters == Counter({"retries_exhausted": 3}) and stats.results == 0
-    assert calls.count(1) >= 3 * (settings.frame_max_attempts - 1)
-    letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, 3)]
-    assert {letter.frame_id for letter in letters} == {"f0", "f1", "f2"}
+    with FrameConsumer(settings, fails_on_poison, object_store) as consumer:
+        stats = consumer.run(max_frames=4, idle_timeout_s=30)
+    # Never an inference_error on the first try: tried with the batch, then alone, then dead-lettered alone.
+    assert stats.dead_letters == Counter({"retries_exhausted": 2}) and stats.results == 2
+    letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, 2)]
+    assert {letter.frame_id for letter in letters} == poison
     assert all("RuntimeError: CUDA out of memory" in letter.detail for letter in letters)
-    assert object_store.list_keys(service_settings.results_bucket, "results/") == []
+    results = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, 2)]
+    assert {result.frame_id for result in results} == {"f0", "f3"}
