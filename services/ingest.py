@@ -330,7 +330,8 @@ class FrameConsumer:
                 continue
             if self.stats.batches > finished_before:
                 stalls_in_a_row = 0
-        self._finish_inspected()
+        if not self._closed:  # closed from another thread: its clients are gone, the batches are left for replay
+            self._finish_inspected()
         logger.info("frame consumer loop ended", extra=self.stats.log_fields())
         return self.stats
 
