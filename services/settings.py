@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+# Room a dead letter needs besides its payload: the detail (2,000 characters), the key (512), the other fields.
+_DEAD_LETTER_OVERHEAD_BYTES = 16_384
 
 
 class ServiceSettings(BaseSettings):
@@ -172,6 +176,17 @@ class ServiceSettings(BaseSettings):
             if not isinstance(prefix, str) or not prefix.startswith("s3://") or len(prefix) <= len("s3://"):
                 raise ValueError(f"image_uri_prefixes entries must be s3://bucket[/prefix], got {prefix!r}")
         return value
+
+    @model_validator(mode="after")
+    def _dead_letters_fit_the_broker(self) -> ServiceSettings:
+        # A dead letter carries up to dead_letter_payload_max_bytes as base64 (4/3) plus a bounded detail and key.
+        largest = -(-4 * self.dead_letter_payload_max_bytes // 3) + _DEAD_LETTER_OVERHEAD_BYTES
+        if largest > self.max_message_bytes:
+            raise ValueError(
+                f"dead_letter_payload_max_bytes={self.dead_letter_payload_max_bytes} makes dead letters of up to "
+                f"{largest} bytes, above max_message_bytes={self.max_message_bytes}"
+            )
+        return self
 
     def allowed_image_prefixes(self) -> list[str]:
         """Where an image_uri may point: the configured prefixes, or the whole frames bucket."""

@@ -63,3 +63,17 @@ def test_to_environment_round_trips(s3_keys: None, monkeypatch: pytest.MonkeyPat
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert ServiceSettings() == settings
+
+
+def test_dead_letters_must_fit_the_broker_limit() -> None:
+    with pytest.raises(ValidationError, match="above max_message_bytes=100000"):
+        ServiceSettings(s3_access_key="k", s3_secret_key="s", max_message_bytes=100_000)
+    assert ServiceSettings(s3_access_key="k", s3_secret_key="s", max_message_bytes=100_000, dead_letter_payload_max_bytes=50_000)
+
+
+def test_image_uri_prefixes_default_to_the_frames_bucket_and_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServiceSettings(s3_access_key="k", s3_secret_key="s").allowed_image_prefixes() == ["s3://inctrl-frames/"]
+    monkeypatch.setenv("INCTRL_IMAGE_URI_PREFIXES", "s3://cams/line-1/, s3://cams/line-2/")
+    assert ServiceSettings(s3_access_key="k", s3_secret_key="s").allowed_image_prefixes() == ["s3://cams/line-1/", "s3://cams/line-2/"]
+    with pytest.raises(ValidationError, match="must be s3://bucket"):
+        ServiceSettings(s3_access_key="k", s3_secret_key="s", image_uri_prefixes=["/etc/"])
