@@ -31,6 +31,7 @@ from typing import Protocol
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope as AsgiScope, Send
 
 from model import InvalidImageError
@@ -42,7 +43,7 @@ from services.batch_inspection import (
     BatchInspectionResponse,
     BatchManifest,
 )
-from services.auth import Principal, Scope, TokenAuthority
+from services.auth import TOKEN_COOKIE, Principal, Scope, TokenAuthority, Unauthenticated
 from services.messages import NAME_PATTERN, InspectionResult
 from services.metrics import InspectionMetrics
 from services.registry import DomainRecord, RegistryError, UnknownDomainError
@@ -147,10 +148,44 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class TokenGate:
+    """ASGI middleware: 401 for a /v1 request without a valid token, before its body is read.
+
+    FastAPI reads (and parses) a request's body before it runs the route's dependencies, so without this an
+    anonymous client could make the ingress take uploads up to the size limit. Scopes (403) are still the
+    routes' dependencies; this only checks that the token is one of the configured ones.
+    """
+
+    def __init__(self, app: ASGIApp, authority: TokenAuthority) -> None:
+        self._app = app
+        self._authority = authority
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        # Under a route prefix (a Serve app at /fragile) the path may carry the root path first.
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if scope["type"] == "http" and path.startswith("/v1/"):
+            connection = HTTPConnection(scope)
+            scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+            token = credentials if scheme.lower() == "bearer" else connection.cookies.get(TOKEN_COOKIE)
+            try:
+                self._authority.authenticate(token)
+            except Unauthenticated as error:
+                body = json.dumps({"detail": f"authentication required: {error}"}).encode()
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"), (b"connection", b"close")]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
+
+
 def create_http_app(gateway: InspectionGateway, authority: TokenAuthority, serving: ServingSettings) -> FastAPI:
     """The FastAPI app with auth, limits and the failure answers of the module docstring."""
     app = FastAPI(title="inctrl-stream inspection API", version="1")
     app.add_middleware(BodySizeLimit, max_bytes=serving.max_upload_bytes)
+    app.add_middleware(TokenGate, authority=authority)  # added last, so it runs first
     read, inspect_scope, admin = (Depends(authority.require(scope)) for scope in (Scope.READ, Scope.INSPECT, Scope.ADMIN))
     retry_after = {"Retry-After": str(serving.retry_after_s)}
 

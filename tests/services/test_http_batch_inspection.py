@@ -289,6 +289,26 @@ def test_uploads_above_the_limit_get_413_before_the_body_is_read(app_server: App
     assert gateway.batches == 0
 
 
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(app_server: AppServer, gateway: MeanGateway) -> None:
+    sent = 0
+
+    def chunks():  # noqa: ANN202 - a generator body makes requests send it chunked
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="images"; filename="i"\r\n\r\n'
+        for _ in range(1000):
+            sent += 64_000
+            yield b"x" * 64_000
+
+    for headers in ({}, bearer("an-unknown-token-0123456789")):
+        sent = 0
+        answer = requests.post(
+            app_server.url + "v1/inspect/batch", data=chunks(), headers={**headers, "Content-Type": "multipart/form-data; boundary=b"}, timeout=10
+        )
+        assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
+        assert sent < 6_400_000  # the connection is closed long before the 64 MB body is sent (socket buffers take some)
+    assert gateway.batches == 0
+
+
 def test_a_batch_above_the_part_limit_is_refused(app_server: AppServer, gateway: MeanGateway) -> None:
     url = app_server.url + "v1/inspect/batch"
     answer = requests.post(url, files=batch_parts(MAX_BATCH_FRAMES + 1), headers=bearer(INSPECT_TOKEN), timeout=10)
