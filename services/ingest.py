@@ -176,7 +176,7 @@ class FrameConsumer:
             max_backoff_s=settings.inspect_retry_max_backoff_s,
         )
         self._store = store or ObjectStore.from_settings(settings)
-        self._store.ensure_bucket(settings.results_bucket)
+        self._buckets_ready = False  # made sure of by the loop, so that an unreachable store stalls, not fails
         self._decoder = FrameRecordDecoder(settings, self._store, known_domains)
         self._letters = DeadLetterBuilder(settings, self._store)
         self._membership = _GroupMembership()
@@ -293,6 +293,9 @@ class FrameConsumer:
         while not self._stop.is_set():
             finished_before = self.stats.batches
             try:
+                if not self._buckets_ready:
+                    self._store.ensure_bucket(settings.results_bucket)
+                    self._buckets_ready = True
                 self._finish_ready_batches()
                 in_flight = self._frames_in_flight()
                 room = min(batch_cap, settings.max_in_flight - in_flight)
@@ -429,6 +432,9 @@ class FrameConsumer:
         Raises on infrastructure trouble, before anything is published or committed; the batch is then
         rewound for replay.
         """
+        if not self._buckets_ready:
+            self._store.ensure_bucket(self._settings.results_bucket)
+            self._buckets_ready = True
         self._start_batch(records)
         while self._in_flight:
             self._finish_oldest_batch()

@@ -21,7 +21,7 @@ from services.dead_letters import replay_dead_letters
 from services.ingest import FrameConsumer
 from services.inspection import DecodedFrame, InspectionOutcome
 from services.messages import DeadLetterReason, InspectionRequest, InspectionResult
-from services.object_store import ObjectStore
+from services.object_store import ObjectStore, RetryPolicy
 from services.producer import FrameProducer
 from services.settings import ServiceSettings
 
@@ -186,3 +186,19 @@ def test_an_s3_error_code_outside_both_lists_is_classified_by_its_status(object_
         )
     assert raised.value.code == "PreconditionFailed"
     assert time.monotonic() - started < 2.0  # not retried until the deadline (30 s in these settings)
+
+
+def test_an_unreachable_object_store_stalls_the_consumer_instead_of_stopping_it(
+    service_settings: ServiceSettings, statistics_inspector: ModuleType
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    nowhere = ObjectStore(f"127.0.0.1:{closed_port}", "k", "s", retry=RetryPolicy(deadline_s=0.3, initial_backoff_s=0.05))
+    settings = service_settings.model_copy(update={"inspect_retry_initial_backoff_s": 0.1, "inspect_retry_max_backoff_s": 0.2})
+    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, nowhere) as consumer:
+        threading.Timer(3.0, consumer.stop).start()
+        stats = consumer.run()  # returns when stopped: the outage never raised out of it
+    assert stats.stalls >= 2 and consumer.metrics.stalls.labels(cause="object_store")._value.get() == stats.stalls
