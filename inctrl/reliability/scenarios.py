@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -209,10 +210,24 @@ class NeverAnswers:
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self.attempts = 0
+        self.inner_failures: Counter[str] = Counter()
+
+    def _note(self, failure: str) -> None:
+        """Failures of the real callable for the batch-mates: the report shows them (they are not the fault)."""
+        with self._lock:
+            self.inner_failures[failure[:200]] += 1
 
     def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
         others = [frame for frame in frames if frame.request.frame_id != self.frame_id]
-        answered = iter(self._inner(others) if others else [])
+        try:
+            outcomes = list(self._inner(others)) if others else []
+        except Exception as error:
+            self._note(f"{type(error).__name__}: {error}")
+            raise
+        for outcome in outcomes:
+            if isinstance(outcome, Retryable):
+                self._note(f"Retryable: {outcome.detail}")
+        answered = iter(outcomes)
         poisoned = len(others) < len(frames)
         if poisoned:
             with self._lock:
@@ -319,6 +334,7 @@ def run_scenario(
         )
     if isinstance(fault, PoisonFrame):
         notes.append(f"the poison frame was offered {fault.never_answers.attempts} times")
+        notes += [f"its batch-mates failed {count} times with {failure}" for failure, count in fault.never_answers.inner_failures.items()]
     tally = count_outcomes(settings, store, frames, expect_dead)
     report = ScenarioReport(
         scenario=scenario, fault=fault.describe(), consumer=group.label, tally=tally,

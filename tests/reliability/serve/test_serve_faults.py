@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from inctrl.reliability.consumers import ConsumerCommand, ConsumerProcesses
+from inctrl.reliability.consumers import ConsumerCommand, ConsumerProcesses, ConsumerThreads
 from inctrl.reliability.ledger import synthetic_frames
-from inctrl.reliability.scenarios import ConsumerKill, ReplicaKill, ScenarioReport, run_scenario
+from inctrl.reliability.scenarios import (
+    ConsumerKill,
+    NeverAnswers,
+    PoisonFrame,
+    ReplicaKill,
+    ScenarioReport,
+    run_scenario,
+)
+from services.http_inspection_client import HttpInspectionClient
 from services.object_store import ObjectStore
 from services.settings import ServiceSettings
 from services.stack import LocalStack
@@ -45,3 +53,18 @@ def test_serve_replica_killed_mid_batch_loses_nothing(
     frames = synthetic_frames("replica", FRAMES, SERVED_DOMAINS)
     fault = ReplicaKill(served_app.app_name)
     check(run_scenario("Serve replica killed", fault, group, local_stack, settings, object_store, frames))
+
+
+def test_frame_that_always_times_out_over_http_is_dead_lettered_alone(
+    served_app: ServedApp, stream_settings: ServiceSettings, local_stack: LocalStack, object_store: ObjectStore,
+) -> None:  # fmt: skip
+    frames = synthetic_frames("http-poison", FRAMES, SERVED_DOMAINS)
+    poison = frames[len(frames) // 3].frame_id
+    client = HttpInspectionClient(served_app.http_url, token=stream_settings.serve_token)
+    never_answers = NeverAnswers(client, poison)
+    group = ConsumerThreads(stream_settings, never_answers, object_store, "FrameConsumer thread, HTTP to Serve")
+    report = run_scenario(
+        "frame that always times out (HTTP)", PoisonFrame(never_answers), group, local_stack, stream_settings,
+        object_store, frames, expect_dead={poison},
+    )  # fmt: skip
+    check(report)
