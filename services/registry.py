@@ -5,9 +5,10 @@ Layout under the registry prefix (settings.registry_prefix, e.g. s3://inctrl-mod
     {domain}/v{N}/references/{i}.png   the K reference images (8-bit PNG, bank order), so a version can be
                                        extended (add_references) without the original files
     {domain}/v{N}/calibration/{i}.png  the separate normal set the threshold was calibrated on, if any
+    {domain}/v{N}/defects/{i}.png      defect images the recall at the threshold was measured on, if any
     {domain}/v{N}/bank.safetensors     PromptBank.to_bytes(): the features, self-describing
-    {domain}/v{N}/domain.json          DomainRecord: class name, K, thresholds, who/when/why, parent version,
-                                       sha256 of the bank; written last: a version is complete once it exists
+    {domain}/v{N}/domain.json          DomainRecord: class name, K, target FPR, thresholds, who/when/why, parent
+                                       version, sha256 of the bank; written last: a version is complete once it exists
     {domain}/current.json              DomainPointer: the serving version and the sha256 of its domain.json,
                                        the domain's version counter, and after a delete its tombstone
 
@@ -38,7 +39,9 @@ Thresholds are given or calibrated from normal images only (no defects are neede
 calibrate_threshold (model/calibration.py) scores a separate normal set against the full bank, or each of
 the K references against a bank of the other K-1 (leave-one-out, K encodes), and sets the image threshold
 for a target false-positive rate (default 1%), the pixel threshold (area, boxes, overlay outline) and the
-map's display range; defect images, when given, only report the recall that threshold implies.
+map's display range; defect images, when given, only report the recall that threshold implies. The target
+and the defect images are kept with the version, so add_references recalibrates for the same target and
+reports the recall on the same defects (plus any it is given).
 """
 from __future__ import annotations
 
@@ -147,6 +150,12 @@ class DomainRecord(BaseModel):
     )
     calibration_images: list[str] = Field(
         default_factory=list, description="The normal set under v{N}/calibration/ the threshold was calibrated on."
+    )
+    target_fpr: float = Field(
+        DEFAULT_TARGET_FPR, gt=0.0, lt=0.5, description="False-positive rate the image threshold is calibrated for; kept by add_references."
+    )
+    defect_images: list[str] = Field(
+        default_factory=list, description="Defect images under v{N}/defects/ the recall was measured on; they never move the threshold."
     )
     bank_sha256: str | None = Field(None, description="sha256 of bank.safetensors; None on records from before digests.")
 
@@ -288,6 +297,11 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_target_fpr(name: str, target_fpr: float) -> None:
+    if not 0.0 < target_fpr < 0.5:
+        raise RegistryError(f"domain {name!r}: target false-positive rate {target_fpr} is outside (0, 0.5)")
+
+
 @dataclass(frozen=True)
 class _Images:
     """Images of a new version: what the bank is built from and the PNG files stored with it."""
@@ -299,6 +313,14 @@ class _Images:
     def encode(cls, images: Sequence[np.ndarray | torch.Tensor]) -> _Images:
         pairs = [encode_reference(image) for image in images]
         return cls([array for array, _ in pairs], [png for _, png in pairs])
+
+    @classmethod
+    def checked(cls, images: Sequence[np.ndarray | torch.Tensor] | None, size: int, what: str) -> _Images | None:
+        """Optional images, refused when malformed before anything is encoded; None when none are given."""
+        if not images:
+            return None
+        stack_for_backbone(images, size, what)
+        return cls.encode(images)
 
     def names(self) -> list[str]:
         return [f"{i:03d}.png" for i in range(len(self.files))]
@@ -348,8 +370,14 @@ class DomainRegistry:
         source: str = "<memory>",
         actor: str = "cli",
         note: str | None = None,
+        target_fpr: float = DEFAULT_TARGET_FPR,
+        defect_images: Sequence[np.ndarray | torch.Tensor] | None = None,
     ) -> DomainRecord:
-        """Build the bank from K >= 1 normal images, store it as a new version and make that current."""
+        """Build the bank from K >= 1 normal images, store it as a new version and make that current.
+
+        The image threshold is calibrated for `target_fpr` unless given; `defect_images` only measure the
+        recall at that threshold (calibration.recall) and are kept with the version for later recalibrations.
+        """
         check_domain_name(name)
         if not class_name.strip():
             raise RegistryError(f"domain {name!r}: class name is empty")
@@ -358,16 +386,16 @@ class DomainRegistry:
         self._check_reference_count(name, len(images))
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise RegistryError(f"domain {name!r}: threshold {threshold} is outside [0, 1]")
+        _check_target_fpr(name, target_fpr)
         size = detector.backbone.image_size
         stack_for_backbone(images, size, "reference images")  # refuses malformed images before anything is encoded
         references = _Images.encode(images)
-        normals = None
-        if calibration_images:
-            stack_for_backbone(calibration_images, size, "calibration images")
-            normals = _Images.encode(calibration_images)
+        normals = _Images.checked(calibration_images, size, "calibration images")
+        defects = _Images.checked(defect_images, size, "defect images")
         self._check_conditional_writes()
         return self._store_version(
-            name, class_name, references, normals, detector, threshold, source, actor, note, parent_version=None
+            name, class_name, references, normals, defects, detector, threshold, target_fpr, source, actor, note,
+            parent_version=None,
         )  # fmt: skip
 
     def add_references(
@@ -378,17 +406,25 @@ class DomainRegistry:
         actor: str,
         note: str | None = None,
         source: str = "<review>",
+        target_fpr: float | None = None,
+        defect_images: Sequence[np.ndarray | torch.Tensor] | None = None,
     ) -> DomainRecord:
         """A new version: the current version's references plus `images`, recalibrated, made current.
 
         A given threshold stays as given; a calibrated one is recalibrated the way it was (on the stored
-        normal set, or leave-one-out). If another change lands first, this rebuilds on the new current version.
+        normal set, or leave-one-out), for `target_fpr` or else the current version's target. The recall is
+        measured on the current version's defect images plus `defect_images`. If another change lands
+        first, this rebuilds on the new current version.
         """
         check_domain_name(name)
         if not images:
             raise RegistryError(f"domain {name!r}: no reference images to add")
-        stack_for_backbone(images, detector.backbone.image_size, "added reference images")
+        if target_fpr is not None:
+            _check_target_fpr(name, target_fpr)
+        size = detector.backbone.image_size
+        stack_for_backbone(images, size, "added reference images")
         added = _Images.encode(images)
+        added_defects = _Images.checked(defect_images, size, "defect images")
         self._check_conditional_writes()
         for attempt in range(1, _REBASE_ATTEMPTS + 1):
             parent = self.show(name)
@@ -400,11 +436,14 @@ class DomainRegistry:
             self._check_reference_count(name, parent.shots + len(added.files))
             references = self._stored_images(parent, "references", parent.references) + added
             normals = self._stored_images(parent, "calibration", parent.calibration_images) if parent.calibration_images else None
+            defects = self._stored_images(parent, "defects", parent.defect_images) if parent.defect_images else None
+            if added_defects is not None:
+                defects = added_defects if defects is None else defects + added_defects
             threshold = parent.threshold if parent.calibration.method == "given" else None
             try:
                 return self._store_version(
-                    name, parent.class_name, references, normals, detector, threshold, source, actor, note,
-                    parent_version=parent.version,
+                    name, parent.class_name, references, normals, defects, detector, threshold,
+                    parent.target_fpr if target_fpr is None else target_fpr, source, actor, note, parent_version=parent.version,
                 )  # fmt: skip
             except _ParentMoved:
                 logger.info("domain changed while adding references, rebuilding", extra={"domain": name, "attempt": attempt})
@@ -502,6 +541,12 @@ class DomainRegistry:
         """The record of a version (default: the current one)."""
         return self._read_record(name, version).record
 
+    def reference_images(self, name: str, version: int | None = None) -> list[tuple[str, bytes]]:
+        """A version's reference images (default: the current one's) as stored, (file name, 8-bit PNG) in bank
+        order; empty for a version registered before reference images were kept."""
+        record = self.show(name, version)
+        return self._stored_files(record, "references", record.references)
+
     def load(self, name: str, version: int | None = None) -> RegisteredDomain:
         """Record and bank of a version (default: the current one), checked against their digests."""
         found = self._read_record(name, version)
@@ -555,8 +600,10 @@ class DomainRegistry:
         class_name: str,
         references: _Images,
         normals: _Images | None,
+        defects: _Images | None,
         detector: InCTRLv2,
         threshold: float | None,
+        target_fpr: float,
         source: str,
         actor: str,
         note: str | None,
@@ -567,21 +614,28 @@ class DomainRegistry:
         reference_batch = stack_for_backbone(references.arrays, size, "reference images")
         bank = detector.build_prompt_bank(reference_batch, class_name)
         normal_batch = stack_for_backbone(normals.arrays, size, "calibration images") if normals else None
-        threshold, calibration = calibrate_threshold(detector, reference_batch, class_name, normal_batch, threshold=threshold)
+        defect_batch = stack_for_backbone(defects.arrays, size, "defect images") if defects else None
+        threshold, calibration = calibrate_threshold(
+            detector, reference_batch, class_name, normal_batch, target_fpr=target_fpr, defects=defect_batch, threshold=threshold
+        )
         bank_bytes = bank.to_bytes()
         version = self._allocate(name, actor)
         record = DomainRecord(
             name=name, version=version, class_name=class_name, shots=bank.shots, threshold=threshold,
             calibration=calibration, backbone_id=bank.backbone_id, created=datetime.now(timezone.utc), source=source,
             actor=actor, note=note, parent_version=parent_version, references=references.names(),
-            calibration_images=normals.names() if normals else [], bank_sha256=_sha256(bank_bytes),
+            calibration_images=normals.names() if normals else [], target_fpr=target_fpr,
+            defect_images=defects.names() if defects else [], bank_sha256=_sha256(bank_bytes),
         )  # fmt: skip
         document = record.model_dump_json().encode()
-        objects = [(self._key(name, f"v{version}", "references", f), data, "image/png") for f, data in zip(record.references, references.files)]
-        objects += [
-            (self._key(name, f"v{version}", "calibration", f), data, "image/png")
-            for f, data in zip(record.calibration_images, normals.files if normals else [])
-        ]
+        objects = [
+            (self._key(name, f"v{version}", folder, f), data, "image/png")
+            for folder, files, images in (
+                ("references", record.references, references), ("calibration", record.calibration_images, normals),
+                ("defects", record.defect_images, defects),
+            )
+            for f, data in zip(files, images.files if images else [])
+        ]  # fmt: skip
         objects += [
             (self._key(name, f"v{version}", "bank.safetensors"), bank_bytes, "application/octet-stream"),
             (self._key(name, f"v{version}", "domain.json"), document, "application/json"),  # last: the version is complete
@@ -607,7 +661,7 @@ class DomainRegistry:
             "domain version stored",
             extra={
                 "domain": name, "version": version, "parent": parent_version, "shots": bank.shots, "threshold": threshold,
-                "method": calibration.method, "actor": actor,
+                "method": calibration.method, "target_fpr": target_fpr, "recall": calibration.recall, "actor": actor,
             },
         )  # fmt: skip
         return record
@@ -709,15 +763,18 @@ class DomainRegistry:
             raise CorruptDomainError(f"domain {name}/v{version}: s3://{self.bucket}/{key} holds {record.reference_version}")
         return _StoredRecord(record, digest)
 
+    def _stored_files(self, record: DomainRecord, folder: str, files: Sequence[str]) -> list[tuple[str, bytes]]:
+        """A version's stored PNGs under v{N}/{folder}/, as (file name, bytes)."""
+        return [(name, self._get_bytes(record.name, self._key(record.name, f"v{record.version}", folder, name))) for name in files]
+
     def _stored_images(self, record: DomainRecord, folder: str, files: Sequence[str]) -> _Images:
         """A version's stored PNGs, as the images its bank was built from."""
         arrays, data = [], []
-        for file_name in files:
-            key = self._key(record.name, f"v{record.version}", folder, file_name)
-            png = self._get_bytes(record.name, key)
+        for file_name, png in self._stored_files(record, folder, files):
             try:
                 arrays.append(decode_image(png))
             except ImageDecodeError as error:
+                key = self._key(record.name, f"v{record.version}", folder, file_name)
                 raise CorruptDomainError(f"domain {record.reference_version}: s3://{self.bucket}/{key}: {error}") from error
             data.append(png)
         return _Images(arrays, data)
