@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from services.console.labelled import LabelledExamples, current_reference_pngs
+from services.console.labelled import LabelledExamples
 from services.console.settings import ConsoleSettings
 
 logger = logging.getLogger(__name__)
@@ -138,9 +138,9 @@ def export_command(
     domain: list[str] = typer.Option(None, "--domain", help="Only these domains (repeatable; default all)."),
 ) -> None:
     """Copy the labelled examples to a local folder `inctrl train` reads (data: {dataset: folder, root: OUT})."""
-    review, _, store, _ = _services()
+    review, *_ = _services()
     domains = domain or review.examples.domains()
-    with _clear_errors():
-        references = {name: current_reference_pngs(review.registry, store, name) for name in domains}
+    with _clear_errors():  # the current version's reference images: the exported folder's few-shot prompt pool
+        references = {name: [png for _, png in review.registry.reference_images(name)] for name in domains}
     summary = review.examples.export_folder(out, domains, references)
     typer.echo(f"wrote {summary.good} good, {summary.defect} defect, {summary.reference} reference images to {summary.root}")

@@ -31,7 +31,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from services.console.images import defect_mask_png, encode_image_png
 from services.index.repository import IndexedFrame
 from services.object_store import ObjectStore
-from services.registry import DomainRegistry, split_s3_prefix
+from services.registry import split_s3_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +78,6 @@ class ExportSummary(BaseModel):
 def example_stem(frame: IndexedFrame) -> str:
     """{line}--{frame_id}: unique within a domain (frame ids are unique per line) and a safe file name."""
     return f"{frame.line}--{frame.frame_id}"
-
-
-def current_reference_pngs(registry: DomainRegistry, store: ObjectStore, domain: str) -> list[bytes]:
-    """The current version's reference images as stored (8-bit PNG), read by the registry's documented layout
-    {domain}/v{N}/references/{file}: the few-shot prompt pool of an exported training folder."""
-    record = registry.show(domain)
-    _, prefix = split_s3_prefix(registry.uri)
-    return [store.get_bytes(registry.bucket, f"{prefix}{domain}/v{record.version}/references/{name}") for name in record.references]
 
 
 class LabelledExamples:

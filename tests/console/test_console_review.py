@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from pipelines.datasets.folder import read_folder
-from services.console.labelled import current_reference_pngs
 from services.console.originals import OriginalImageMissing
 from services.console.review import AlreadyReferenced, FrameNotIndexed
 from services.index import ReviewAction
@@ -34,7 +33,7 @@ def test_mark_normal_adds_the_frame_as_a_new_version_and_a_similar_frame_then_sc
     assert world.registry.current_version("capsule") == 2
     assert record.threshold != world.registry.show("capsule", 1).threshold  # recalibrated on K=4
     # The added reference is the frame's original image (8-bit PNG round trip).
-    added = np.asarray(Image.open(io.BytesIO(current_reference_pngs(world.registry, world.store, "capsule")[-1])))
+    added = np.asarray(Image.open(io.BytesIO(world.registry.reference_images("capsule")[-1][1])))
     np.testing.assert_allclose(added.transpose(2, 0, 1) / 255.0, odd, atol=1 / 255)
     [review] = world.index.reviews("capsule", "line-1", "odd-1")
     assert (review.action, review.actor, review.registry_version) == (ReviewAction.MARK_NORMAL, "victor", 2)
@@ -85,7 +84,7 @@ def test_confirm_defect_stores_image_thresholded_map_and_note_in_the_folder_layo
     [review] = world.index.reviews("capsule", "line-2", "scratch-1")
     assert review.action is ReviewAction.CONFIRM_DEFECT and review.note == "scratch across"
 
-    references = {"capsule": current_reference_pngs(world.registry, world.store, "capsule")}
+    references = {"capsule": [png for _, png in world.registry.reference_images("capsule")]}
     summary = world.examples.export_folder(tmp_path / "labelled", ["capsule"], references)
     assert (summary.good, summary.defect, summary.reference) == (1, 1, 4)
     samples = read_folder(tmp_path / "labelled", ["capsule"])
