@@ -75,8 +75,9 @@ def predict(
 def bench_model(
     backbone: Annotated[str, typer.Option(help='OpenCLIP name, "tiny" or "efficientnet-lite0".')] = "ViT-B-16-plus-240",
     pretrained: Annotated[Optional[str], typer.Option(help='Weights; "none" = random (speed does not depend on them).')] = "none",
-    batch: Annotated[list[int], typer.Option(help="Batch sizes.")] = [1, 16],
-    shots: Annotated[list[int], typer.Option(help="Prompt counts K.")] = [1, 4],
+    batch: Annotated[list[str], typer.Option(help="Batch sizes, e.g. --batch 1,16.")] = ["1", "16"],
+    shots: Annotated[list[str], typer.Option(help="Prompt counts K, e.g. --shots 1,4,16,64.")] = ["1", "4"],
+    nn_backend: Annotated[str, typer.Option(help='Nearest-patch search: "torch" or "faiss".')] = "torch",
     iters: Annotated[int, typer.Option(min=1, help="Timed iterations per configuration.")] = 3,
     device: Annotated[Optional[str], typer.Option(help="torch device; default cuda when present.")] = None,
     json_out: Annotated[Optional[Path], typer.Option(help="Also write the rows as JSON here.")] = None,
@@ -84,11 +85,12 @@ def bench_model(
     """Images/s and peak memory: bare backbone forward vs the full detector."""
     from model import InCTRLv2Config
     from pipelines.model_bench import format_table, run_model_bench
+    from pipelines.train_commands import parse_integers
 
     weights = None if pretrained in (None, "none") else pretrained
-    config = InCTRLv2Config(backbone=backbone, pretrained=weights)
-    rows = run_model_bench(config, tuple(batch), tuple(shots), iters=iters, device=device)
-    typer.echo(f"backbone {backbone} ({weights or 'random weights'}), device {device or 'auto'}")
+    config = InCTRLv2Config(backbone=backbone, pretrained=weights, nn_backend=nn_backend)
+    rows = run_model_bench(config, parse_integers(batch, "--batch"), parse_integers(shots, "--shots"), iters=iters, device=device)
+    typer.echo(f"backbone {backbone} ({weights or 'random weights'}), search {nn_backend}, device {device or 'auto'}")
     typer.echo(format_table(rows))
     if json_out:
         json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))

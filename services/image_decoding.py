@@ -23,12 +23,24 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+# File suffixes read as images wherever folders or prefixes of images are listed.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+# Leading bytes of each format -> the suffix a stored copy of the file gets.
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"BM", ".bmp"), (b"II*\x00", ".tif"),
+               (b"MM\x00*", ".tif"), (b"GIF8", ".gif"))  # fmt: skip
 # Bytes of one decoded pixel: three float32 channels.
 DECODED_BYTES_PER_PIXEL = 12
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 # Modes PIL can turn into RGB without guessing; anything else (e.g. multi-band scientific formats) is refused.
 _CONVERTIBLE_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 _SIXTEEN_BIT_LEVELS = 65535.0
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix of encoded image bytes by their signature (".bin" when no known format matches)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return next((suffix for signature, suffix in _SIGNATURES if data.startswith(signature)), ".bin")
 
 
 class ImageDecodeError(ValueError):

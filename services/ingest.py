@@ -591,6 +591,7 @@ class FrameConsumer:
                 return write_result(
                     request, frame.image, outcome, polled_at, self._settings.results_bucket, self._store,
                     self._settings.overlay_jpeg_quality, input_digest=digest,
+                    original=frame.encoded if self._settings.store_inputs else None,
                 )  # fmt: skip
         except InvalidOutcomeError as error:
             return self._letters.build(record, DeadLetterReason.INFERENCE_ERROR, f"invalid outcome: {error}")

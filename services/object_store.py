@@ -116,6 +116,11 @@ def result_keys(domain: str, line: str, timestamp: AwareDatetime, frame_id: str)
     return ResultKeys(result=prefix + "result.json", map=prefix + "map.png", overlay=prefix + "overlay.jpg")
 
 
+def input_key(result_key: str, suffix: str) -> str:
+    """The key of a frame's image as received, next to its result.json: {result prefix}input{suffix}."""
+    return result_key.rsplit("/", 1)[0] + "/input" + suffix
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """Split s3://bucket/key into (bucket, key); InvalidS3Uri unless the bucket follows the S3 naming rules
     and the key is one the S3 client can address (no '.' or '..' path segment, no control character)."""

@@ -11,13 +11,13 @@ from pathlib import Path
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
+from services.image_decoding import IMAGE_SUFFIXES
 from services.messages import InspectionRequest
 from services.object_store import ObjectStore
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _SEND_TIMEOUT_S = 30.0
 _CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".bmp": "image/bmp"}
 

@@ -68,13 +68,12 @@ from model import InCTRLv2, PromptBank
 from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
 from services.deployment_config import DOMAIN_NAME_PATTERN
 from services.object_store import ObjectStore, PreconditionFailed
-from services.image_decoding import ImageDecodeError, decode_image
+from services.image_decoding import IMAGE_SUFFIXES, ImageDecodeError, decode_image
 from services.serving.image_batch import stack_for_backbone
 from services.serving.serving_settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_MAX_REFERENCES: int = ServingSettings.model_fields["max_references"].default
 _VERSION_DIR = re.compile(r"^v(\d+)/")
 _VERSION_RECORD = re.compile(r"^v(\d+)/domain\.json$")

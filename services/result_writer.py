@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 
+from services.image_decoding import image_suffix
 from services.inspection import Scored
 from services.map_regions import map_statistics
 from services.messages import InspectionRequest, InspectionResult, MapStatistics, verdict_for
-from services.object_store import ObjectStore, result_keys
+from services.object_store import ObjectStore, input_key, result_keys
 from services.result_encoding import encode_map_png, render_overlay_jpeg, validate_anomaly_map
 
 
@@ -42,9 +43,13 @@ def write_result(
     store: ObjectStore | None,
     overlay_quality: int = 85,
     input_digest: str | None = None,
+    original: bytes | None = None,
 ) -> InspectionResult:
     """Encode everything first (a bad outcome writes nothing), then map, overlay, and result.json last:
-    its presence means the frame's objects are complete. Without a store, only the event is built."""
+    its presence means the frame's objects are complete. Without a store, only the event is built.
+
+    `original`, the image file as received, is kept as input{suffix} next to them, so an operator can
+    review the frame and teach the domain from it (the console's "mark normal")."""
     anomaly_map, statistics = checked_map(outcome)
     keys = result_keys(request.domain, request.line, request.timestamp, request.frame_id)
     score, threshold = float(outcome.score), float(outcome.threshold)
@@ -56,6 +61,8 @@ def write_result(
         )  # fmt: skip
         store.put_bytes(bucket, keys.map, map_png, content_type="image/png")
         store.put_bytes(bucket, keys.overlay, overlay_jpg, content_type="image/jpeg")
+        if original is not None:
+            store.put_bytes(bucket, input_key(keys.result, image_suffix(original)), original)
     result = InspectionResult(
         frame_id=request.frame_id,
         domain=request.domain,

@@ -184,6 +184,7 @@ class InspectionIngress:
         return await asyncio.to_thread(
             write_result, request, pixels, outcome, started, self._settings.results_bucket,
             self._store if store else None, self._settings.overlay_jpeg_quality,
+            original=image if self._settings.store_inputs else None,
         )  # fmt: skip
 
     async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse:

@@ -137,6 +137,11 @@ class ServiceSettings(BaseSettings):
     s3_retry_max_backoff_s: float = Field(5.0, gt=0, description="Upper bound of one retry delay.")
     s3_write_concurrency: int = Field(8, gt=0, description="Parallel object writes per micro-batch.")
     overlay_jpeg_quality: int = Field(85, ge=1, le=95, description="JPEG quality of overlay images.")
+    store_inputs: bool = Field(
+        True,
+        description="Keep each frame's image as received (input.png, input.jpg...) next to its result, so "
+        "operators can review it and mark it normal (a new reference) from the console.",
+    )
     serve_max_batch_size: int = Field(16, gt=0, description="Ray Serve dynamic batch size.")
     serve_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Ray Serve batch wait timeout.")
     serve_url: str | None = Field(

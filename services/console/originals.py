@@ -17,7 +17,7 @@ from minio.error import S3Error
 
 from services.index.repository import IndexedFrame
 from services.object_store import ObjectStore
-from services.registry import IMAGE_SUFFIXES
+from services.image_decoding import IMAGE_SUFFIXES
 
 INPUT_STEM = "input"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"}

@@ -17,7 +17,7 @@ from PIL import Image
 from services.ingest import FrameConsumer
 from services.inspection import DecodedFrame, InspectionOutcome
 from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, StoredOriginal, Verdict
-from services.object_store import ObjectStore, parse_s3_uri
+from services.object_store import ObjectStore, input_key, parse_s3_uri
 from services.producer import FrameProducer
 from services.image_decoding import decode_image
 from services.result_encoding import decode_map_png
@@ -67,13 +67,15 @@ def test_frames_in_results_out(
 ) -> None:
     settings = service_settings.model_copy(update={"inline_image_max_bytes": 4000, "max_poll_records": 5})
     expected: dict[str, Verdict | None] = {}
+    originals: dict[str, bytes] = {"large-0": noise_image(0)}
     with FrameProducer(settings, object_store) as producer:
         for i in range(6):
-            sent = producer.send_image(plain_image(i), "washer", "line-1", f"plain-{i}", timestamp=NOW)
+            originals[f"plain-{i}"], originals[f"defect-{i}"] = plain_image(i), defect_image(i)
+            sent = producer.send_image(originals[f"plain-{i}"], "washer", "line-1", f"plain-{i}", timestamp=NOW)
             expected[sent.frame_id] = Verdict.NORMAL
-            sent = producer.send_image(defect_image(i), "fabric", "line-2", f"defect-{i}", timestamp=NOW)
+            sent = producer.send_image(originals[f"defect-{i}"], "fabric", "line-2", f"defect-{i}", timestamp=NOW)
             expected[sent.frame_id] = Verdict.ANOMALOUS
-        large = producer.send_image(noise_image(0), "washer", "line-1", "large-0", timestamp=NOW)
+        large = producer.send_image(originals["large-0"], "washer", "line-1", "large-0", timestamp=NOW)
         expected[large.frame_id] = None
     assert large.image is None and large.image_uri is not None  # above inline_image_max_bytes
     assert object_store.exists(settings.frames_bucket, large.image_uri.split("/", 3)[3])
@@ -85,7 +87,7 @@ def test_frames_in_results_out(
     assert stats.commits == stats.batches
 
     keys = object_store.list_keys(settings.results_bucket, "results/")
-    assert len(keys) == 3 * len(expected)
+    assert len(keys) == 4 * len(expected)  # result.json, map.png, overlay.jpg and the input as received
     events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(expected))]
     assert sorted(event.frame_id for event in events) == sorted(expected)
     for event in events:
@@ -102,6 +104,8 @@ def test_frames_in_results_out(
         overlay = decode_image(object_store.get_bytes(settings.results_bucket, event.overlay_key))
         assert overlay.shape == (3, 64, 64)
         assert event.model_version == "statistics-v1" and event.latency_ms > 0
+        # The image as sent, byte for byte, inline or by reference.
+        assert object_store.get_bytes(settings.results_bucket, input_key(event.result_key, ".png")) == originals[event.frame_id]
 
 
 def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
