@@ -77,7 +77,7 @@ class DetectorDeployment:
         settings, serving = ServiceSettings(), ServingSettings()
         store = ObjectStore.from_settings(settings)
         detector, model_version = load_detector(config.checkpoint_uri, store, config.nn_backend, config.backbone)
-        self._registry = DomainRegistry(store, config.registry_prefix)
+        self._registry = DomainRegistry(store, config.registry_prefix, max_references=serving.max_references)
         self._store = store
         banks = BankCache(self._registry, detector.device, serving.bank_cache_size, serving.bank_recheck_s)
 
@@ -128,7 +128,7 @@ class InspectionIngress:
         self._authority = TokenAuthority.from_settings(AuthSettings())
         self._store = ObjectStore.from_settings(self._settings)
         self._store.ensure_bucket(self._settings.results_bucket)
-        self._registry = DomainRegistry(self._store, self._config.registry_prefix)
+        self._registry = DomainRegistry(self._store, self._config.registry_prefix, max_references=self._serving.max_references)
         self._detectors = detectors
         self.metrics = InspectionMetrics(DomainLabels([*self._config.domains, *self._config.pool.thresholds]))
 

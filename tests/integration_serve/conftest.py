@@ -42,6 +42,7 @@ create_topics = _stack_fixtures.create_topics
 
 APP_NAME = "inctrl-test"
 RECHECK_S = 1.0
+MAX_REFERENCES = 6  # below the default, so a test can tell that the environment reached the replicas
 
 
 def texture(seed: int, size: tuple[int, int] = (64, 64), stripes: int = 4) -> np.ndarray:
@@ -88,6 +89,7 @@ def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPat
         **stack_endpoints.environment(),
         "INCTRL_RESULTS_BUCKET": f"results-{suffix}",
         "INCTRL_BANK_RECHECK_S": str(RECHECK_S),
+        "INCTRL_MAX_REFERENCES": str(MAX_REFERENCES),
     }
     saved = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)  # Ray workers inherit the environment of the process that starts Ray

@@ -22,7 +22,7 @@ from services.producer import FrameProducer
 from services.serve_app import InspectionClient
 from services.serving.engine import FrameInput
 
-from .conftest import ServedApp, png_bytes, texture
+from .conftest import MAX_REFERENCES, ServedApp, png_bytes, texture
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +122,27 @@ def test_replaced_references_are_picked_up_without_restart(served_app: ServedApp
         after = client([decoded("beta", probe)])[0]
     assert before.reference_version.startswith("beta/v") and after.reference_version != before.reference_version
     assert after.score != pytest.approx(before.score, abs=1e-6)
+
+
+def test_post_domains_keeps_the_environment_s_reference_limit_and_records_the_token_s_subject(
+    served_app: ServedApp, stack_endpoints
+) -> None:
+    admin = bearer(stack_endpoints.api_token("admin"))
+    bucket = f"{served_app.settings.results_bucket}-refs"
+    served_app.store.ensure_bucket(bucket)
+    for i in range(MAX_REFERENCES + 1):
+        served_app.store.put_bytes(bucket, f"many/{i}.png", png_bytes(texture(600 + i, stripes=5)))
+    for i in range(2):
+        served_app.store.put_bytes(bucket, f"few/{i}.png", png_bytes(texture(700 + i, stripes=5)))
+    url = f"{served_app.http_url}/v1/domains"
+    many = {"name": "posted", "class_name": "capsule", "images_uri": f"s3://{bucket}/many/", "threshold": 0.5}
+    refused = requests.post(url, json=many, headers=admin, timeout=120)
+    assert refused.status_code == 400, refused.text
+    assert f"{MAX_REFERENCES + 1} reference images, above the limit of {MAX_REFERENCES}" in refused.json()["detail"]
+    created = requests.post(url, json={**many, "images_uri": f"s3://{bucket}/few/"}, headers=admin, timeout=120)
+    assert created.status_code == 201, created.text
+    assert created.json()["actor"] == "local-admin" and created.json()["shots"] == 2  # the admin token's subject
+    assert served_app.registry.show("posted").actor == "local-admin"
 
 
 def test_a_corrupt_bank_and_bad_frames_fail_alone_in_mixed_batches_of_the_running_app(
