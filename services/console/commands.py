@@ -44,6 +44,7 @@ def _services(checkpoint: str | None = None):  # noqa: ANN202 - a tuple of the w
     from services.index import IndexSettings, InspectionIndex, create_index_engine, upgrade
     from services.object_store import ObjectStore
     from services.registry import DomainRegistry
+    from services.serving.serving_settings import ServingSettings
     from services.settings import ServiceSettings
 
     settings = ServiceSettings()
@@ -54,7 +55,7 @@ def _services(checkpoint: str | None = None):  # noqa: ANN202 - a tuple of the w
     originals = OriginalImages(store, settings.frames_bucket)
     review = ReviewService(
         index=InspectionIndex(engine),
-        registry=DomainRegistry(store, settings.registry_prefix),
+        registry=DomainRegistry(store, settings.registry_prefix, max_references=ServingSettings().max_references),
         store=store,
         originals=originals,
         examples=LabelledExamples(store, console.labelled_prefix),

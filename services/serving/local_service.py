@@ -20,6 +20,7 @@ from services.object_store import ObjectStore
 from services.producer import FrameProducer
 from services.registry import DomainRegistry
 from services.serve_app import InspectionClient, build_app
+from services.serving.serving_settings import ServingSettings
 from services.settings import ServiceSettings
 from services.stack import LocalStack
 from services.topic_reader import read_topic
@@ -70,7 +71,7 @@ class LocalInspectionService:
             dead_letter_topic=f"dead-letters-{suffix}", consumer_group=f"inspectors-{suffix}",
         )  # fmt: skip
         self.store = ObjectStore.from_settings(self.settings)
-        self.registry = DomainRegistry(self.store, self.settings.registry_prefix)
+        self.registry = DomainRegistry(self.store, self.settings.registry_prefix, max_references=ServingSettings().max_references)
         admin = KafkaAdminClient(**self.settings.kafka_client_options())
         try:
             partitions = {self.settings.frames_topics[0]: 3, self.settings.results_topic: 1, self.settings.dead_letter_topic: 1}

@@ -58,3 +58,14 @@ def test_review_commands_mark_normal_confirm_defect_and_export_a_training_folder
     assert "wrote 1 good, 1 defect, 4 reference images" in exported.output
     samples = read_folder(tmp_path / "train")
     assert sorted((s.split, s.label) for s in samples) == [("test", 0), ("test", 1)] + [("train", 0)] * 4
+
+
+def test_mark_normal_keeps_the_environment_s_reference_limit(cli_env: ConsoleWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    world = cli_env
+    world.inspect("capsule", "line-1", "odd-1", texture(610, stripes=9))
+    shots = world.registry.show("capsule").shots
+    monkeypatch.setenv("INCTRL_MAX_REFERENCES", str(shots))
+    refused = CliRunner().invoke(app, ["review", "mark-normal", "capsule", "line-1", "odd-1"])
+    assert refused.exit_code == 2, refused.output
+    assert f"'capsule': {shots + 1} reference images, above the limit of {shots}" in refused.output
+    assert world.registry.current_version("capsule") == 1 and world.index.reviews("capsule", "line-1", "odd-1") == []
