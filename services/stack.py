@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -255,7 +256,8 @@ class LocalStack:
                 self.stop()
         endpoints = self.endpoints
         self._path("stack.env").write_text(
-            "".join(f"export {name}={value}\n" for name, value in endpoints.environment().items())
+            # Quoted for the shell: INCTRL_API_TOKENS is JSON with spaces and quotes.
+            "".join(f"export {name}={shlex.quote(value)}\n" for name, value in endpoints.environment().items())
         )
         self._path("stack.env").chmod(0o600)
         logger.info(
@@ -283,7 +285,9 @@ class LocalStack:
         """Start SeaweedFS `weed mini` on the stack's ports (same ports on a restart) and wait for S3."""
         state = self._require_state()
         if self._running_pid("weed", weed_binary()) is None:
-            self._wait_ports_free("weed", [p + offset for p in state.weed_ports.values() for offset in (0, _GRPC_OFFSET)])
+            # A twin beyond 65535 cannot be waited for: weed then fails to bind it and start() picks new ports.
+            twins = [p + offset for p in state.weed_ports.values() for offset in (0, _GRPC_OFFSET)]
+            self._wait_ports_free("weed", [port for port in twins if port < 65536])
             data = self._path("seaweedfs")
             data.mkdir(parents=True, exist_ok=True)
             ports = state.weed_ports

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -79,6 +80,13 @@ def test_stack_script_up_status_down(tmp_path: Path) -> None:
         assert status.returncode == 0 and '"kafka": true' in status.stdout and '"s3": true' in status.stdout
         stack_env = (tmp_path / "script-stack" / "stack.env").read_text()
         assert "INCTRL_KAFKA_BOOTSTRAP=127.0.0.1:" in stack_env and "INCTRL_S3_SECRET_KEY=" in stack_env
+        # What `source stack.env` gives a shell is the JSON of the tokens, intact.
+        sourced = subprocess.run(
+            ["bash", "-c", f'source {tmp_path / "script-stack" / "stack.env"} && printf %s "$INCTRL_API_TOKENS"'],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        assert sourced.returncode == 0, sourced.stderr
+        assert all(grant["scopes"] for grant in json.loads(sourced.stdout).values())
     finally:
         assert script("down").returncode == 0
     assert script("status").returncode == 3
