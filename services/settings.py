@@ -142,8 +142,6 @@ class ServiceSettings(BaseSettings):
         description="Keep each frame's image as received (input.png, input.jpg...) next to its result, so "
         "operators can review it and mark it normal (a new reference) from the console.",
     )
-    serve_max_batch_size: int = Field(16, gt=0, description="Ray Serve dynamic batch size.")
-    serve_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Ray Serve batch wait timeout.")
     serve_url: str | None = Field(
         None,
         pattern=r"^https?://[^/\s]+",
