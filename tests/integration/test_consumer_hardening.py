@@ -37,11 +37,11 @@ def _png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _send(settings: ServiceSettings, count: int) -> set[str]:
+def _send(settings: ServiceSettings, count: int, first: int = 0) -> set[str]:
     with FrameProducer(settings) as producer:
         # Six lines: keyed by domain/line, the frames spread over the topic's three partitions.
         return {producer.send_image(_png(i), "washer", f"line-{i % 6}", f"f-{i:03d}", timestamp=NOW).frame_id
-                for i in range(count)}  # fmt: skip
+                for i in range(first, first + count)}  # fmt: skip
 
 
 def _stored(store: ObjectStore, settings: ServiceSettings) -> set[str]:
@@ -88,7 +88,7 @@ def test_a_member_joining_mid_stream_loses_nothing_and_duplicates_no_committed_f
     frames = _send(settings, 60)
 
     def slow(frames_: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
-        time.sleep(0.15)
+        time.sleep(0.3)  # 60 frames take the first member about 6 s: the join lands while batches are in flight
         return statistics_inspector.inspect_by_statistics(frames_)
 
     caplog.set_level(logging.WARNING)
@@ -97,6 +97,9 @@ def test_a_member_joining_mid_stream_loses_nothing_and_duplicates_no_committed_f
     try:
         _wait_for(lambda: len(_stored(object_store, settings)) >= 6, 60, "the first member's first results")
         second = _Member(FrameConsumer(settings, slow, object_store, client_id="member-b"))  # a rebalance
+        _wait_for(second.consumer.joined_group, 60, "the second member's join")
+        # Frames sent after the join spread over both members' partitions, however fast the first one was.
+        frames |= _send(settings, 30, first=60)
         _wait_for(lambda: _stored(object_store, settings) == frames, 120, "every frame's result")
     finally:
         for member in (first, second):
