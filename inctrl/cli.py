@@ -11,7 +11,8 @@ from inctrl.reliability.bench import bench_reliability_command
 from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.console.commands import console_app
-from services.service_commands import bench_stream_command, consume_command, demo_command, domain_app, serve_command
+from inctrl.dev_commands import bench_stream_command, demo_command
+from services.service_commands import consume_command, domain_app, serve_command
 from services.stream_commands import produce, replay_dead_letters_command
 
 from .progress import configure_logging

@@ -1,9 +1,8 @@
-"""CLI of the online system: domain registry, the Serve app, the Kafka consumer, the stream bench, the demo.
+"""CLI of the online system: domain registry, the Serve app, the Kafka consumer (the demo and the stream bench are in inctrl/dev_commands.py).
 
 Mount on the root CLI:
     app.add_typer(domain_app, name="domain")        # inctrl domain register|add-references|versions|activate|list|show|delete
-    app.add_typer(service_app)                      # inctrl serve, inctrl consume, inctrl demo
-    app.add_typer(bench_stream_app, name="bench")   # inctrl bench stream (or add its command to an existing bench group)
+    app.add_typer(service_app)                      # inctrl serve, inctrl consume
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ domain_app = typer.Typer(
     help="Register, extend, list, show, roll back and delete inspection domains (versioned reference images per product)."
 )
 service_app = typer.Typer(help="Run the online inspection service.")
-bench_stream_app = typer.Typer(help="Throughput and latency benchmarks of the streaming path.")
 
 _REGISTRY_OPTION = typer.Option(None, "--registry", help="s3:// registry prefix (default: INCTRL_REGISTRY_PREFIX).")
 _ACTOR_OPTION = typer.Option(None, "--actor", help="Who makes the change, kept in the version's record (default: the OS user).")
@@ -315,33 +313,3 @@ def consume_command(
     with ConsumerHealthServer(consumer, consumer.metrics, client.reachable, settings.metrics_port, settings.consumer_stall_s):
         stats = consumer.run_forever()
     typer.echo(json.dumps(stats.log_fields()))
-
-
-@service_app.command("demo")
-def demo_command(
-    work_dir: Path = typer.Option(Path(".demo"), "--work-dir", help="Folder for the stack, data, checkpoint and Ray."),
-    backbone: str | None = typer.Option(None, help="Backbone (default: ViT-B-16-plus-240 if its weights load, else efficientnet-lite0)."),
-    frames_per_line: int = typer.Option(16, help="Frames each of the three lines sends."),
-) -> None:
-    """End to end on a fresh machine: stack, synthetic data, training, registration, streaming, summary."""
-    from services.demo import DemoOptions, run_demo
-
-    summary = run_demo(DemoOptions(work_dir=work_dir, backbone=backbone, frames_per_line=frames_per_line))
-    typer.echo(summary.render())
-
-
-@bench_stream_app.command("stream")
-def bench_stream_command(
-    backbone: str = typer.Option("tiny", help="Backbone: tiny, efficientnet-lite0 or an OpenCLIP name."),
-    frames: int = typer.Option(96, help="Frames to send through Kafka."),
-    batch_size: int = typer.Option(8, help="Serve max batch size, also the in-process batch size."),
-    domains: int = typer.Option(3, help="Domains the frames are spread over."),
-    work_dir: Path = typer.Option(Path(".bench"), "--work-dir", help="Folder for the stack, checkpoint and Ray."),
-) -> None:
-    """Frames/s and latency percentiles through Kafka -> Serve -> S3 against the in-process detector."""
-    from services.stream_bench import StreamBenchOptions, run_stream_bench
-
-    report = run_stream_bench(
-        StreamBenchOptions(backbone=backbone, frames=frames, batch_size=batch_size, domains=domains, work_dir=work_dir)
-    )
-    typer.echo(report.render())
