@@ -8,6 +8,10 @@ Image score, two variants behind one interface (`ImageFusion`, built by `create_
       s(x) = sigmoid( sum_c w_c z_c(x) / (T * sum_c w_c) ),
   so a component counts by how unusual it is FOR THIS PRODUCT, not by its raw scale. With K = 1 there is
   nothing to standardise against and s(x) = max M_x, the training-free patch score.
+  Gated (``gate`` = tau set): every component other than max M_x enters as max(z_c - tau, 0) instead of z_c,
+      s(x) = sigmoid( (w_Mx z_Mx + sum_{c != Mx} w_c max(z_c(x) - tau, 0)) / (T * sum_c w_c) ),
+  so where the extras stay within tau normal spreads (noise on this product) s(x) ranks the images exactly
+  as max M_x does, and an extra component only adds where it is far outside the product's normal range.
 """
 from __future__ import annotations
 
@@ -54,10 +58,17 @@ class StandardisedFusion:
 
     needs_references = True
 
-    def __init__(self, weights: Mapping[str, float], floor: float, temperature: float):
+    def __init__(self, weights: Mapping[str, float], floor: float, temperature: float, gate: float | None = None):
         self.weights = {name: w for name, w in weights.items() if w > 0}
         self.floor = floor
         self.temperature = temperature
+        self.gate = gate
+
+    def _evidence(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        """z_c, or only its excess over the gate for components other than max M_x."""
+        if self.gate is None or name == PATCH:
+            return z
+        return (z - self.gate).clamp_min(0.0)
 
     def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         if references is None:
@@ -65,7 +76,7 @@ class StandardisedFusion:
         used = {name: w for name, w in self.weights.items() if name in components}
         if not used:
             raise ValueError(f"standardised fusion: none of the weighted components {sorted(self.weights)} is available")
-        fused = sum(w * standardise(components[name], references[name], self.floor) for name, w in used.items())
+        fused = sum(w * self._evidence(name, standardise(components[name], references[name], self.floor)) for name, w in used.items())
         return torch.sigmoid(fused / (self.temperature * sum(used.values())))
 
 
@@ -73,7 +84,7 @@ def create_image_fusion(config: FusionConfig, alpha: float, has_text: bool) -> P
     kind = config.image if config.image != "auto" else ("paper" if has_text else "standardised")
     if kind == "paper":
         return PaperFusion(alpha)
-    return StandardisedFusion(config.weights, config.floor, config.temperature)
+    return StandardisedFusion(config.weights, config.floor, config.temperature, config.gate)
 
 
 def map_fusion_kind(config: FusionConfig, has_text: bool) -> str:
