@@ -16,7 +16,7 @@ fi
 cd "$PROJECT_ROOT"
 export INCTRL_STACK_ROOT="$DATA/stack"
 already_up=true
-"$PYTHON" -m services.stack status --root "$DATA/stack" >/dev/null 2>&1 || already_up=false
+"$PYTHON" -m inctrl.dev.local_stack status --root "$DATA/stack" >/dev/null 2>&1 || already_up=false
 bash "$PROJECT_ROOT/deploy/stack.sh" up >/dev/null
 if [[ "$already_up" == false ]]; then
     trap 'bash "$PROJECT_ROOT/deploy/stack.sh" down >/dev/null' EXIT
@@ -26,7 +26,7 @@ eval "$("$PYTHON" - "$DATA/stack" <<'PY'
 import shlex
 import sys
 
-from services.stack import LocalStack
+from inctrl.dev.local_stack import LocalStack
 
 stack = LocalStack(sys.argv[1], detached=True)
 for name, value in stack.endpoints.environment().items():

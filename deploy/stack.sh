@@ -2,7 +2,7 @@
 # Local development stack: Tansu (Kafka protocol) on 127.0.0.1:19092 and SeaweedFS S3 on 127.0.0.1:18333.
 # Usage: deploy/stack.sh up|down|status [--kafka-port N] [--s3-port N] [--kafka-storage memory|s3]
 # Everything (data, logs, pid files, generated local-only credentials) lives under .stack/ of the project.
-# The logic lives in services/stack.py (also used by the test fixtures), so there is one implementation.
+# The logic lives in inctrl/dev/local_stack.py (also used by the test fixtures), so there is one implementation.
 set -euo pipefail
 
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,4 +21,4 @@ fi
 command="$1"
 shift
 cd "$PROJECT_ROOT"
-exec "$PYTHON" -m services.stack "$command" --root "$STACK_ROOT" "$@"
+exec "$PYTHON" -m inctrl.dev.local_stack "$command" --root "$STACK_ROOT" "$@"

@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from inctrl.reliability.bench import bench_reliability_command
 from pipelines.data_commands import app as data_app
 from pipelines.train_commands import evaluate, quality, train
 from services.console.commands import console_app
-from inctrl.dev_commands import bench_stream_command, demo_command
-from services.service_commands import consume_command, domain_app, serve_command
-from services.stream_commands import produce, replay_dead_letters_command
+from services.consumer.commands import consume_command, replay_dead_letters_command
+from services.index.commands import index_command
+from services.producer.commands import produce
+from services.registry.commands import domain_app
+from services.serving.commands import serve_command
 
 from .progress import configure_logging
-from services.index.commands import index_command
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="InCTRLv2 few-shot anomaly inspection.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers.")
@@ -31,10 +31,22 @@ app.command("produce", help="Feed a folder of images to the frames topic.")(prod
 app.command("serve")(serve_command)
 app.command("consume")(consume_command)
 app.command("replay-dead-letters")(replay_dead_letters_command)
-app.command("demo")(demo_command)
 app.command("index")(index_command)
-bench_app.command("stream")(bench_stream_command)
-bench_app.command("reliability")(bench_reliability_command)
+
+
+def _add_dev_commands() -> None:
+    """The demo and the stream/reliability benches live in inctrl/dev/, which a source checkout has and
+    the container image does not ship (deploy/Dockerfile.dockerignore)."""
+    try:
+        from inctrl.dev.commands import add_dev_commands
+    except ModuleNotFoundError as error:
+        if error.name is None or not error.name.startswith("inctrl.dev"):
+            raise
+        return
+    add_dev_commands(app, bench_app)
+
+
+_add_dev_commands()
 
 
 @app.callback()

@@ -12,10 +12,10 @@ import torch
 
 from model import InCTRLv2
 from model.calibration import DEFAULT_TARGET_FPR, calibrate
-from services.image_decoding import IMAGE_SUFFIXES, decode_image
-from services.map_regions import map_statistics
-from services.result_encoding import encode_map_png, render_overlay_jpeg
-from services.serving.image_batch import stack_for_backbone
+from services.imaging.decoding import IMAGE_SUFFIXES, decode_image
+from services.results.map_regions import map_statistics
+from services.results.encoding import encode_map_png, render_overlay_jpeg
+from services.imaging.geometry import stack_for_backbone
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.storage.uri import InvalidS3Uri, S3Uri
+
 
 # Room a dead letter needs besides its payload: the detail (2,000 characters), the key (512), the other fields.
 _DEAD_LETTER_OVERHEAD_BYTES = 16_384
@@ -176,8 +178,10 @@ class ServiceSettings(BaseSettings):
         if isinstance(value, str):
             value = [prefix.strip() for prefix in value.split(",") if prefix.strip()]
         for prefix in value if isinstance(value, list) else []:
-            if not isinstance(prefix, str) or not prefix.startswith("s3://") or len(prefix) <= len("s3://"):
-                raise ValueError(f"image_uri_prefixes entries must be s3://bucket[/prefix], got {prefix!r}")
+            try:
+                S3Uri.parse_prefix(prefix)
+            except (InvalidS3Uri, AttributeError, TypeError) as error:
+                raise ValueError(f"image_uri_prefixes entries must be s3://bucket[/prefix], got {prefix!r}: {error}") from error
         return value
 
     @model_validator(mode="after")

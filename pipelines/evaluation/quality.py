@@ -141,7 +141,7 @@ def _start_shared_ray(temp_dir: Path) -> None:
     can miss Ray's startup deadline (infrastructure trouble, not a bad config)."""
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
         try:
-            start_ray(temp_dir)
+            start_ray(temp_dir=temp_dir, worker_logs=True)
             return
         except Exception as exc:  # noqa: BLE001 - ray.init raises a bare Exception on a startup timeout
             ray.shutdown()

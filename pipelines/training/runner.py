@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,15 +10,14 @@ import ray
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-import pipelines
 from pipelines.training.config import TrainConfig
 from pipelines.training.loop import train_loop_per_worker
 from pipelines.training.state import read_history
 from pipelines.training.storage import resolve_storage
+from services.ray_cluster import start_ray
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(pipelines.__file__).resolve().parents[1]
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2 writes it next to a run's checkpoints
 
 
@@ -31,20 +29,6 @@ class TrainingError(RuntimeError):
 class TrainResult:
     checkpoint: str  # the last checkpoint: a local folder or an s3:// URI, in InCTRLv2.save format
     history: list[dict[str, float]]  # metrics of every completed epoch, resumed ones included
-
-
-def start_ray(temp_dir: Path, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a local Ray whose workers can import this project, in a session folder of our own."""
-    temp_dir.mkdir(parents=True, exist_ok=True)
-    python_path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
-        num_gpus=num_gpus,
-        _temp_dir=str(temp_dir),
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
-        logging_level=logging.WARNING,
-    )
 
 
 def run_training(cfg: TrainConfig) -> TrainResult:
@@ -61,7 +45,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         log.warning("resume requested but %s/%s holds no run yet; starting from scratch", storage.uri, cfg.run_name)
     own_ray = not ray.is_initialized()
     if own_ray:
-        start_ray(cfg.ray_temp_dir)
+        start_ray(temp_dir=cfg.ray_temp_dir, worker_logs=True)
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,

@@ -51,10 +51,10 @@ from services.console.originals import OriginalImageMissing, OriginalImages
 from services.console.review import AlreadyReferenced, ConfirmedDefect, FrameNotIndexed, MarkedNormal, ReviewService
 from services.console.settings import ConsoleSettings
 from services.index.repository import DriftLevel, DriftStatus, FrameFilter, IndexedFrame, Review
-from services.messages import InspectionResult, Verdict
-from services.object_store import ObjectStore, ObjectStoreUnavailable
-from services.registry import ConcurrentUpdateError, DomainRecord, RegistryError, UnknownDomainError
-from services.image_decoding import ImageDecodeError
+from services.protocol.messages import InspectionResult, Verdict
+from services.storage.object_store import ObjectStore, ObjectStoreUnavailable
+from services.registry.domain_registry import ConcurrentUpdateError, DomainRecord, RegistryError, UnknownDomainError
+from services.imaging.decoding import ImageDecodeError
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import logging
 from pydantic import ValidationError
 
 from services.index.repository import InspectionIndex
-from services.messages import InspectionResult
-from services.object_store import ObjectStore
+from services.protocol.messages import InspectionResult
+from services.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 

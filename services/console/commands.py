@@ -42,9 +42,9 @@ def _services(checkpoint: str | None = None):  # noqa: ANN202 - a tuple of the w
     from services.console.originals import OriginalImages
     from services.console.review import ReviewService
     from services.index import IndexSettings, InspectionIndex, create_index_engine, upgrade
-    from services.object_store import ObjectStore
-    from services.registry import DomainRegistry
-    from services.serving.serving_settings import ServingSettings
+    from services.storage.object_store import ObjectStore
+    from services.registry.domain_registry import DomainRegistry
+    from services.serving.settings import ServingSettings
     from services.settings import ServiceSettings
 
     settings = ServiceSettings()
@@ -73,8 +73,8 @@ def _clear_errors() -> Iterator[None]:
     """A refused review prints one line naming the frame or domain and exits 2; nothing was changed."""
     from services.console.originals import OriginalImageMissing
     from services.console.review import AlreadyReferenced, FrameNotIndexed
-    from services.registry import RegistryError
-    from services.result_encoding import ImageDecodeError
+    from services.registry.domain_registry import RegistryError
+    from services.results.encoding import ImageDecodeError
 
     try:
         yield

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 from model import InCTRLv2
-from services.object_store import ObjectStore
+from services.storage.object_store import ObjectStore
 from services.serving.checkpoint_source import load_detector
 
 

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.result_encoding import decode_map_png, jet_colormap, region_outline
+from services.results.encoding import decode_map_png, jet_colormap, region_outline
 
 
 def _png(pixels: np.ndarray) -> bytes:

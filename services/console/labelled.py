@@ -30,8 +30,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.console.images import defect_mask_png, encode_image_png
 from services.index.repository import IndexedFrame
-from services.object_store import ObjectStore
-from services.registry import split_s3_prefix
+from services.storage.object_store import ObjectStore
+from services.storage.uri import S3Uri
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class LabelledExamples:
 
     def __init__(self, store: ObjectStore, prefix: str) -> None:
         self._store = store
-        self.bucket, self._prefix = split_s3_prefix(prefix)
+        location = S3Uri.parse_prefix(prefix)
+        self.bucket, self._prefix = location.bucket, location.key
         self.uri = f"s3://{self.bucket}/{self._prefix}"
 
     def key(self, domain: str, folder: str, stem: str, suffix: str) -> str:

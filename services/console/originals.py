@@ -16,8 +16,8 @@ from datetime import timezone
 from minio.error import S3Error
 
 from services.index.repository import IndexedFrame
-from services.object_store import ObjectStore
-from services.image_decoding import IMAGE_SUFFIXES
+from services.storage.object_store import ObjectStore
+from services.imaging.decoding import IMAGE_SUFFIXES
 
 INPUT_STEM = "input"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"}

@@ -27,9 +27,9 @@ from model import InCTRLv2
 from services.console.labelled import Label, LabelledExample, LabelledExamples
 from services.console.originals import OriginalImages
 from services.index.repository import IndexedFrame, InspectionIndex, Review, ReviewAction
-from services.object_store import ObjectStore
-from services.registry import DomainRecord, DomainRegistry
-from services.image_decoding import decode_image
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRecord, DomainRegistry
+from services.imaging.decoding import decode_image
 
 logger = logging.getLogger(__name__)
 

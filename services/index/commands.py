@@ -29,9 +29,9 @@ def index_command(
     ),
 ) -> None:
     """Index inspection results and dead letters into the database; drift watch, /healthz, /readyz, /metrics."""
-    from services.consumer_health import ConsumerHealthServer
-    from services.object_store import ObjectStore
-    from services.registry import DomainRegistry
+    from services.consumer.health import ConsumerHealthServer
+    from services.storage.object_store import ObjectStore
+    from services.registry.domain_registry import DomainRegistry
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         for chatty in ("alembic", "kafka"):

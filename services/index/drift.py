@@ -31,7 +31,7 @@ from services.index.drift_statistics import DriftReading, drift_reading
 from services.index.metrics import IndexMetrics
 from services.index.repository import DriftLevel, DriftStatus, InspectionIndex
 from services.index.settings import IndexSettings
-from services.messages import NAME_PATTERN, _Message
+from services.protocol.messages import NAME_PATTERN, _Message
 
 logger = logging.getLogger(__name__)
 

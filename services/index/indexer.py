@@ -34,7 +34,7 @@ from services.index.drift import DriftAlert, DriftWatch
 from services.index.metrics import IndexMetrics
 from services.index.repository import EventPosition, InspectionIndex
 from services.index.settings import IndexSettings
-from services.messages import DeadLetter, InspectionResult
+from services.protocol.messages import DeadLetter, InspectionResult
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)

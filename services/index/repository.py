@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.index.models import DeadLetterRow, DriftStatusRow, FrameRow, ReviewRow
-from services.messages import DeadLetter, DeadLetterReason, InspectionResult, MapStatistics, Verdict
+from services.protocol.messages import DeadLetter, DeadLetterReason, InspectionResult, MapStatistics, Verdict
 
 
 class EventPosition(NamedTuple):

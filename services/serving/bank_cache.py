@@ -2,7 +2,7 @@
 
 An entry is keyed by the serving version and the sha256 of its domain.json that current.json carries (the
 record holds the bank's sha256), so whatever changes a domain's content, a new version, a rollback, a delete
-and re-registration, changes the key. Versions are never reused (services/registry.py), and a bank whose
+and re-registration, changes the key. Versions are never reused (services/registry/domain_registry.py), and a bank whose
 bytes do not match its record is refused when loaded.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from services.registry import DomainRegistry, RegisteredDomain, UnknownDomainError
+from services.registry.domain_registry import DomainRegistry, RegisteredDomain, UnknownDomainError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ from minio.error import S3Error
 
 from model import CheckpointError, InCTRLv2
 from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-from services.object_store import ObjectStore, parse_s3_uri
+from services.storage.object_store import ObjectStore
+from services.storage.uri import S3Uri, is_s3_uri
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def load_detector(
 ) -> tuple[InCTRLv2, str]:
     """Checkpoint -> (detector with `nn_backend` search, model version "<uri>@<heads sha256 prefix>")."""
     with tempfile.TemporaryDirectory(prefix="inctrl-checkpoint-") as scratch:
-        folder = _materialise(uri, store, Path(scratch)) if uri.startswith("s3://") else Path(uri)
+        folder = _materialise(uri, store, Path(scratch)) if is_s3_uri(uri) else Path(uri)
         heads = folder / WEIGHTS_FILE
         if not heads.is_file():
             raise CheckpointError(f"checkpoint {uri} has no {WEIGHTS_FILE}")
@@ -40,11 +41,10 @@ def load_detector(
 def _materialise(uri: str, store: ObjectStore | None, folder: Path) -> Path:
     if store is None:
         raise CheckpointError(f"loading {uri} needs an object store")
-    bucket, prefix = parse_s3_uri(uri.rstrip("/") + "/" + WEIGHTS_FILE)
-    prefix = prefix[: -len(WEIGHTS_FILE)]
+    prefix = S3Uri.parse_prefix(uri)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         try:
-            (folder / name).write_bytes(store.get_bytes(bucket, prefix + name))
+            (folder / name).write_bytes(store.get_bytes(prefix.bucket, prefix.child(name).key))
         except S3Error as error:
             raise CheckpointError(f"checkpoint {uri}: cannot read {name} ({error.code})") from error
     return folder
@@ -52,8 +52,7 @@ def _materialise(uri: str, store: ObjectStore | None, folder: Path) -> Path:
 
 def upload_checkpoint(folder: Path, uri: str, store: ObjectStore) -> None:
     """Copy a local checkpoint folder (config.json + heads.safetensors) to an s3:// prefix."""
-    bucket, key = parse_s3_uri(uri.rstrip("/") + "/" + WEIGHTS_FILE)
-    prefix = key[: -len(WEIGHTS_FILE)]
-    store.ensure_bucket(bucket)
+    prefix = S3Uri.parse_prefix(uri)
+    store.ensure_bucket(prefix.bucket)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
-        store.put_bytes(bucket, prefix + name, (folder / name).read_bytes())
+        store.put_bytes(prefix.bucket, prefix.child(name).key, (folder / name).read_bytes())

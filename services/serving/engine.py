@@ -28,12 +28,12 @@ import torch
 
 from model import InCTRLv2, InvalidImageError, PromptBank
 from model.preprocess import restore_geometry
-from services.inspection import InspectionOutcome, Rejected, Retryable, Scored
-from services.messages import DeadLetterReason
-from services.object_store import ObjectStoreUnavailable
-from services.registry import DomainRecord, RegisteredDomain, UnknownDomainError
+from services.protocol.outcomes import InspectionOutcome, Rejected, Retryable, Scored
+from services.protocol.messages import DeadLetterReason
+from services.storage.object_store import ObjectStoreUnavailable
+from services.registry.domain_registry import DomainRecord, RegisteredDomain, UnknownDomainError
 from services.serving.bank_cache import BankCache
-from services.serving.image_batch import DEFAULT_MAX_ASPECT_RATIO, to_backbone_geometry
+from services.imaging.geometry import DEFAULT_MAX_ASPECT_RATIO, to_backbone_geometry
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 detector, a registry and results in SeaweedFS, a SQLite index, and the review service over all of them.
 
 `ConsoleWorld.inspect(...)` scores a frame in-process against the domain's current bank and leaves what the
-consumer leaves (map.png, overlay.jpg, result.json via services.result_writer) plus the original image in
+consumer leaves (map.png, overlay.jpg, result.json via services.results.writer) plus the original image in
 the frames bucket where the producer uploads frames sent by reference; then indexes the result.
 """
 from __future__ import annotations
@@ -28,12 +28,12 @@ from services.console.originals import OriginalImages
 from services.console.review import ReviewService
 from services.console.settings import ConsoleSettings
 from services.index import IndexedFrame, InspectionIndex, create_index_engine, upgrade
-from services.inspection import Scored
-from services.messages import InspectionRequest
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry
-from services.result_writer import write_result
-from services.stack import StackEndpoints
+from services.protocol.outcomes import Scored
+from services.protocol.messages import InspectionRequest
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry
+from services.results.writer import write_result
+from inctrl.dev.local_stack import StackEndpoints
 
 _spec = importlib.util.spec_from_file_location(
     "console_stack_fixtures", Path(__file__).parents[1] / "integration" / "conftest.py"

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from services.auth import TOKEN_COOKIE
-from services.messages import InspectionResult
-from services.result_encoding import decode_map_png, jet_colormap
+from services.protocol.messages import InspectionResult
+from services.results.encoding import decode_map_png, jet_colormap
 
 from .conftest import INSPECTOR_TOKEN, READER_TOKEN, REVIEWER_TOKEN, ConsoleWorld, texture
 

@@ -38,12 +38,12 @@ from services.console.settings import ConsoleSettings
 from services.index import IndexSettings, InspectionIndex, create_index_engine, upgrade
 from services.index.drift import DriftWatch, RegistryCalibrations
 from services.index.indexer import Indexer
-from services.ingest import FrameConsumer
-from services.object_store import ObjectStore
-from services.producer import FrameProducer
-from services.registry import DomainRegistry
+from services.consumer.frame_consumer import FrameConsumer
+from services.storage.object_store import ObjectStore
+from services.producer.frame_producer import FrameProducer
+from services.registry.domain_registry import DomainRegistry
 from services.settings import ServiceSettings
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 from .conftest import GRANTS, REVIEWER_TOKEN, png_bytes, texture
 
@@ -77,7 +77,7 @@ class LiveSystem:
 
     def stream(self, frames: list[tuple[str, str, str, np.ndarray]]) -> None:
         """Produce, consume through Serve, index (and run the drift watch): as the deployed system does."""
-        from services.serve_app import InspectionClient
+        from services.serving.app import InspectionClient
 
         with FrameProducer(self.settings, self.store) as producer:
             for domain, line, frame_id, image in frames:
@@ -101,7 +101,7 @@ def live_system(
     import ray
     from ray import serve
 
-    from services.serve_app import build_app
+    from services.serving.app import build_app
 
     if ray.is_initialized():
         pytest.fail("the browser test starts its own Ray (its replicas must see this stack's S3); one is already running")

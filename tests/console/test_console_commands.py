@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from inctrl.cli import app
 from pipelines.datasets.folder import read_folder
 from services.index import ReviewAction
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 from .conftest import ConsoleWorld, texture
 

@@ -12,7 +12,7 @@ from pipelines.datasets.folder import read_folder
 from services.console.originals import OriginalImageMissing
 from services.console.review import AlreadyReferenced, FrameNotIndexed
 from services.index import ReviewAction
-from services.result_encoding import decode_map_png
+from services.results.encoding import decode_map_png
 
 from .conftest import ConsoleWorld, png_bytes, texture
 

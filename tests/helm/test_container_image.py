@@ -6,6 +6,9 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -110,3 +113,22 @@ def test_no_secret_is_baked_into_the_image() -> None:
             if image.startswith("${"):
                 image = arg_default(image.strip("${}"))
             assert ":" in image and not image.endswith(":latest"), f"unpinned base image {image}"
+
+
+def test_dev_only_code_stays_out_of_the_image_and_the_cli_works_without_it(tmp_path: Path) -> None:
+    """inctrl/dev/ (local stack, demo, benches) is not shipped; the deployed commands must not need it."""
+    assert build_context_includes("inctrl/cli.py") and build_context_includes("services/serving/app.py")
+    for dev_only in ("inctrl/dev/local_stack.py", "inctrl/dev/demo.py", "inctrl/dev/reliability/bench.py"):
+        assert not build_context_includes(dev_only), f"{dev_only} would ship in the image"
+    # The image's tree: every shipped package, without inctrl/dev.
+    for package in ("model", "pipelines", "services", "inctrl"):
+        shutil.copytree(REPO_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "dev"))
+    shown = subprocess.run(
+        # The editable install's finder maps inctrl.* to this checkout by name: drop it, import the copy.
+        [sys.executable, "-c", "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+         "from inctrl.cli import app; from typer.main import get_command; print(sorted(get_command(app).commands))"],  # fmt: skip
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, check=True,
+    )
+    commands = shown.stdout
+    assert "'serve'" in commands and "'consume'" in commands and "'domain'" in commands
+    assert "'demo'" not in commands

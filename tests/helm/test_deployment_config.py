@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.deployment_config import (
+from services.serving.deployment_config import (
     DeploymentConfigError,
     deployment_config_from_args,
     deployment_config_from_serve_config,

@@ -173,7 +173,7 @@ def test_rendered_environment_is_what_service_settings_reads(
     environment, with its Secrets filled in, loads as ServiceSettings and gives Kafka clients the chart's
     security settings."""
     settings_module = pytest.importorskip("services.settings")
-    serving_module = pytest.importorskip("services.serving.serving_settings")
+    serving_module = pytest.importorskip("services.serving.settings")
     fields = {f"INCTRL_{name.upper()}" for name in settings_module.ServiceSettings.model_fields}
     serving_fields = {f"INCTRL_{name.upper()}" for name in serving_module.ServingSettings.model_fields}
     config = by_kind(manifests, "ConfigMap")[0]["data"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.deployment_config import DeploymentConfig, deployment_config_from_serve_config
+from services.serving.deployment_config import DeploymentConfig, deployment_config_from_serve_config
 
 
 def serve_config(manifests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def test_serve_application_points_at_the_app_builder(
 ) -> None:
     document = serve_config(render(values_case[1]))
     (application,) = document["applications"]
-    assert application["import_path"] == "services.serve_app:build_app"
+    assert application["import_path"] == "services.serving.app:build_app"
     assert application["route_prefix"] == "/"
     assert document["http_options"] == {"host": "0.0.0.0", "port": 8000}
 

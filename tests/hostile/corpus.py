@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 import numpy as np
 from PIL import Image
 
-from services.messages import DeadLetterReason
-from services.object_store import ObjectStore
+from services.protocol.messages import DeadLetterReason
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
 
 RESULT = "result"

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 from PIL import Image
 
-from services.dead_letters import DeadLetterBuilder, original_of
-from services.frame_records import FrameRecordDecoder, RecordRejected
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame
-from services.messages import DeadLetter, DeadLetterReason, InspectionResult
-from services.object_store import ObjectStore
+from services.consumer.dead_letters import DeadLetterBuilder, original_of
+from services.consumer.frame_records import FrameRecordDecoder, RecordRejected
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame
+from services.protocol.messages import DeadLetter, DeadLetterReason, InspectionResult
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
 
 from .test_hostile_corpus import send_raw

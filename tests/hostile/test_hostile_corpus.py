@@ -10,10 +10,10 @@ from types import ModuleType
 import pytest
 from kafka import KafkaProducer
 
-from services.dead_letters import original_of
-from services.ingest import FrameConsumer
-from services.messages import DeadLetter, InspectionResult
-from services.object_store import ObjectStore
+from services.consumer.dead_letters import original_of
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.messages import DeadLetter, InspectionResult
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
 
 from .corpus import RESULT, build_corpus

@@ -152,7 +152,7 @@ def result_factory() -> Callable[..., object]:
     """result_factory(frame_id, score=..., threshold=..., domain=, line=, timestamp=, reference_version=)."""
     from datetime import datetime, timezone
 
-    from services.messages import InspectionResult, MapStatistics, verdict_for
+    from services.protocol.messages import InspectionResult, MapStatistics, verdict_for
 
     base = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

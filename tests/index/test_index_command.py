@@ -16,8 +16,8 @@ from inctrl.cli import app
 from model import InCTRLv2, InCTRLv2Config
 from services.index import DriftLevel, InspectionIndex, create_index_engine
 from services.index.drift import DriftAlert, RegistryCalibrations
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

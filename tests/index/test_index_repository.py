@@ -21,7 +21,7 @@ from services.index import (
 )
 from services.index.database import alembic_config, current_tables
 from services.index.models import FrameRow
-from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, Verdict
+from services.protocol.messages import DeadLetter, DeadLetterReason, InspectionRequest, Verdict
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -16,11 +16,11 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from services.consumer_health import ConsumerHealthServer
+from services.consumer.health import ConsumerHealthServer
 from services.index import IndexSettings, InspectionIndex, create_index_engine, upgrade
 from services.index.drift import DomainCalibration, DriftAlert, DriftWatch
 from services.index.indexer import Indexer
-from services.messages import DeadLetter, DeadLetterReason, InspectionRequest
+from services.protocol.messages import DeadLetter, DeadLetterReason, InspectionRequest
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from types import ModuleType
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from services.object_store import ObjectStore
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
-from services.stack import LocalStack, StackEndpoints
+from inctrl.dev.local_stack import LocalStack, StackEndpoints
 from services import topic_reader
 
 FRAME_PARTITIONS = 3
@@ -102,7 +102,7 @@ def object_store(service_settings: ServiceSettings) -> ObjectStore:
 def read_topic(kafka_bootstrap: str) -> Callable[..., list[bytes]]:
     """read_topic(topic, expected, timeout_s=30) -> message values, read from the beginning of every partition.
 
-    Stops once `expected` messages arrived (or the timeout passed); see services.topic_reader.
+    Stops once `expected` messages arrived (or the timeout passed); see inctrl.dev.topic_reader.
     """
 
     def read(topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, InspectionOutcome, Rejected, Scored
-from services.messages import DeadLetterReason
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame, InspectionOutcome, Rejected, Scored
+from services.protocol.messages import DeadLetterReason
 from services.settings import ServiceSettings
 
 DOMAIN_THRESHOLDS = {"washer": 0.5, "fabric": 0.5}

@@ -17,12 +17,13 @@ from kafka import KafkaProducer
 from minio.error import S3Error
 from PIL import Image
 
-from services.dead_letters import replay_dead_letters
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, InspectionOutcome
-from services.messages import DeadLetterReason, InspectionRequest, InspectionResult
-from services.object_store import ObjectStore, RetryPolicy
-from services.producer import FrameProducer
+from services.consumer.dead_letters import replay_dead_letters
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame, InspectionOutcome
+from services.protocol.messages import DeadLetterReason, InspectionRequest, InspectionResult
+from services.storage.object_store import ObjectStore
+from services.storage.retry import RetryPolicy
+from services.producer.frame_producer import FrameProducer
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable
-from services.messages import DeadLetter, InspectionResult
-from services.object_store import ObjectStore
-from services.producer import FrameProducer
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame, InspectionOutcome, InspectionUnavailable
+from services.protocol.messages import DeadLetter, InspectionResult
+from services.storage.object_store import ObjectStore
+from services.producer.frame_producer import FrameProducer
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.ingest import FrameConsumer
-from services.messages import InspectionResult
-from services.object_store import ObjectStore
-from services.producer import FrameProducer
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.messages import InspectionResult
+from services.storage.object_store import ObjectStore
+from services.producer.frame_producer import FrameProducer
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration

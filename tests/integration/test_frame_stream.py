@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import io
 import json
 from collections import Counter
@@ -14,13 +16,15 @@ import pytest
 from kafka import KafkaProducer
 from PIL import Image
 
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, InspectionOutcome
-from services.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, StoredOriginal, Verdict
-from services.object_store import ObjectStore, input_key, parse_s3_uri
-from services.producer import FrameProducer
-from services.image_decoding import decode_image
-from services.result_encoding import decode_map_png
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame, InspectionOutcome
+from services.protocol.messages import DeadLetter, DeadLetterReason, InspectionRequest, InspectionResult, StoredOriginal, Verdict
+from services.results.keys import input_key
+from services.storage.object_store import ObjectStore
+from services.storage.uri import S3Uri
+from services.producer.frame_producer import FrameProducer
+from services.imaging.decoding import decode_image
+from services.results.encoding import decode_map_png
 from services.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -152,7 +156,7 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
     assert by_frame["oversize"].payload_truncated and len(by_frame["oversize"].payload) == 100
     assert by_frame["oversize"].payload_size == len(bad["oversize"][0])
     # The original did not fit the letter: it is kept whole in the object store.
-    stored = StoredOriginal.from_bytes(object_store.get_bytes(*parse_s3_uri(by_frame["oversize"].payload_uri or "")))
+    stored = StoredOriginal.from_bytes(object_store.get_bytes(*astuple(S3Uri.parse(by_frame["oversize"].payload_uri or ""))))
     assert stored.value == bad["oversize"][0] and stored.offset == by_frame["oversize"].offset
     assert sorted(letter.offset for letter in letters) == list(range(1, len(bad) + 1))
     results = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, 2)]

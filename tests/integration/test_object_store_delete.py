@@ -9,11 +9,11 @@ from minio.error import S3Error
 from typer.testing import CliRunner
 
 from model import InCTRLv2, InCTRLv2Config
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry, UnknownDomainError
-from services.service_commands import domain_app
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry, UnknownDomainError
+from services.registry.commands import domain_app
 from services.settings import ServiceSettings
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 pytestmark = pytest.mark.integration
 

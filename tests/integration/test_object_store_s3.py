@@ -9,8 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from minio.error import S3Error
 
-from services.object_store import ObjectStore, ObjectStoreUnavailable, RetryPolicy, parse_s3_uri, result_keys
-from services.stack import LocalStack, StackEndpoints
+from services.results.keys import result_keys
+from services.storage.object_store import ObjectStore, ObjectStoreUnavailable
+from services.storage.retry import RetryPolicy
+from services.storage.uri import S3Uri
+from inctrl.dev.local_stack import LocalStack, StackEndpoints
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +33,9 @@ def test_result_keys_are_deterministic_and_dated_in_utc() -> None:
     assert keys.result == "results/washer/line-3/2026-03-02/cam1-0001/result.json"
     assert keys.map.endswith("/cam1-0001/map.png") and keys.overlay.endswith("/cam1-0001/overlay.jpg")
     assert result_keys("washer", "line-3", late_evening_east, "cam1-0001") == keys
-    assert parse_s3_uri("s3://bucket-a/x/y.png") == ("bucket-a", "x/y.png")
+    assert S3Uri.parse("s3://bucket-a/x/y.png") == S3Uri("bucket-a", "x/y.png")
     with pytest.raises(ValueError, match="bucket and key"):
-        parse_s3_uri("s3://bucket-only")
+        S3Uri.parse("s3://bucket-only")
 
 
 def test_bytes_and_json_round_trip_and_overwrite(stack_endpoints: StackEndpoints, bucket_name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +13,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from services.messages import InspectionRequest
-from services.object_store import ObjectStore, parse_s3_uri
-from services.producer import frame_id_for, produce_folder
+from services.protocol.messages import InspectionRequest
+from services.storage.object_store import ObjectStore
+from services.storage.uri import S3Uri
+from services.producer.frame_producer import frame_id_for, produce_folder
 from services.settings import ServiceSettings
-from services.stream_commands import app
+from inctrl.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +59,7 @@ def test_produce_command_sends_small_inline_and_large_by_reference(
     requests = {r.frame_id: r for r in map(InspectionRequest.from_bytes, read_topic(settings.frames_topics[0], 3))}
     assert set(requests) == {frame_id_for(name, content) for name, content in written.items()}
     large = requests[frame_id_for("large.png", written["large.png"])]
-    assert large.image is None and object_store.get_bytes(*parse_s3_uri(large.image_uri or "")) == written["large.png"]
+    assert large.image is None and object_store.get_bytes(*astuple(S3Uri.parse(large.image_uri or ""))) == written["large.png"]
     small = requests[frame_id_for("small a.png", written["small a.png"])]
     assert small.image == written["small a.png"] and small.frame_id.startswith("small-a-")
     assert {r.domain for r in requests.values()} == {"washer"} and {r.line for r in requests.values()} == {"l7"}

@@ -21,10 +21,10 @@ import pytest
 from PIL import Image
 
 from model import InCTRLv2, InCTRLv2Config
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry
 from services.settings import ServiceSettings
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 _spec = importlib.util.spec_from_file_location(
     "integration_stack_fixtures", Path(__file__).parents[1] / "integration" / "conftest.py"
@@ -82,7 +82,7 @@ def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPat
     import ray
     from ray import serve
 
-    from services.serve_app import build_app
+    from services.serving.app import build_app
 
     suffix = uuid.uuid4().hex[:8]
     environment = {

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import requests
 
-from services.consumer_health import ConsumerHealthServer
-from services.http_inspection_client import HttpInspectionClient
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame
-from services.messages import DeadLetter, InspectionRequest, InspectionResult
-from services.producer import FrameProducer
-from services.image_decoding import decode_image
-from services.result_encoding import decode_map_png
-from services.serve_app import InspectionClient
+from services.consumer.health import ConsumerHealthServer
+from services.consumer.http_client import HttpInspectionClient
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame
+from services.protocol.messages import DeadLetter, InspectionRequest, InspectionResult
+from services.producer.frame_producer import FrameProducer
+from services.imaging.decoding import decode_image
+from services.results.encoding import decode_map_png
+from services.serving.app import InspectionClient
 from services.settings import ServiceSettings
 
 from .conftest import ServedApp, png_bytes, texture

@@ -7,10 +7,10 @@ import torch
 
 from model import InCTRLv2, InCTRLv2Config
 from model.calibration import fpr_threshold
-from services.inspection import Rejected
-from services.messages import DeadLetterReason
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry, RegistryError, UnknownDomainError, load_reference_images
+from services.protocol.outcomes import Rejected
+from services.protocol.messages import DeadLetterReason
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry, RegistryError, UnknownDomainError, load_reference_images
 from services.serving.bank_cache import BankCache
 from services.serving.engine import FrameInput, InspectionEngine
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from model import InCTRLv2, InCTRLv2Config, PromptBank
-from services.inspection import Rejected, Retryable, Scored
-from services.messages import DeadLetterReason
-from services.object_store import ObjectStore
-from services.registry import DomainRecord, DomainRegistry
+from services.protocol.outcomes import Rejected, Retryable, Scored
+from services.protocol.messages import DeadLetterReason
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRecord, DomainRegistry
 from services.serving.bank_cache import BankCache
 from services.serving.engine import FrameInput, InspectionEngine, bank_mismatch
 

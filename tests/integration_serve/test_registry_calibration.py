@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from model import InCTRLv2, InCTRLv2Config
 from model.calibration import fpr_threshold
-from services.object_store import ObjectStore
-from services.registry import DomainRegistry, RegistryError
-from services.service_commands import domain_app
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import DomainRegistry, RegistryError
+from services.registry.commands import domain_app
 from services.settings import ServiceSettings
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 from .conftest import png_bytes, texture
 

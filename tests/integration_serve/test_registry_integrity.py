@@ -11,18 +11,18 @@ import torch
 from typer.testing import CliRunner
 
 from model import InCTRLv2, InCTRLv2Config
-from services.object_store import ObjectStore
-from services.registry import (
+from services.storage.object_store import ObjectStore
+from services.registry.domain_registry import (
     ConcurrentUpdateError,
     CorruptDomainError,
     DomainRegistry,
     RegistryError,
     UnknownDomainError,
 )
-from services.service_commands import domain_app
+from services.registry.commands import domain_app
 from services.serving.bank_cache import BankCache
 from services.settings import ServiceSettings
-from services.stack import StackEndpoints
+from inctrl.dev.local_stack import StackEndpoints
 
 from .conftest import png_bytes, texture
 

@@ -14,12 +14,12 @@ import pytest
 import requests
 import torch
 
-from services.batch_inspection import BatchFrame, BatchInspectionResponse, BatchManifest
-from services.ingest import FrameConsumer
-from services.inspection import DecodedFrame, Retryable, Scored
-from services.messages import DeadLetterReason, InspectionRequest, InspectionResult
-from services.producer import FrameProducer
-from services.serve_app import InspectionClient
+from services.protocol.batch import BatchFrame, BatchInspectionResponse, BatchManifest
+from services.consumer.frame_consumer import FrameConsumer
+from services.protocol.outcomes import DecodedFrame, Retryable, Scored
+from services.protocol.messages import DeadLetterReason, InspectionRequest, InspectionResult
+from services.producer.frame_producer import FrameProducer
+from services.serving.app import InspectionClient
 from services.serving.engine import FrameInput
 
 from .conftest import MAX_REFERENCES, ServedApp, png_bytes, texture
@@ -200,7 +200,7 @@ def fragile_args(served_app: ServedApp, checkpoint: str) -> dict[str, object]:
 def fragile_app(served_app: ServedApp, tmp_path) -> Iterator[str]:
     from ray import serve
 
-    from services.serve_app import build_app
+    from services.serving.app import build_app
 
     checkpoint = served_app.detector.save(tmp_path / "checkpoint")
     serve.run(build_app(fragile_args(served_app, str(checkpoint))), name="fragile", route_prefix="/fragile")

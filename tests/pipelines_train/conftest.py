@@ -25,6 +25,6 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    start_ray(tmp_path_factory.mktemp("ray"), num_cpus=2)
+    start_ray(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
     yield
     ray.shutdown()

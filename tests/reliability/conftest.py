@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from inctrl.reliability.consumers import ConsumerCommand
-from services.object_store import ObjectStore
+from inctrl.dev.reliability.consumers import ConsumerCommand
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
-from services.stack import LocalStack
+from inctrl.dev.local_stack import LocalStack
 
 _spec = importlib.util.spec_from_file_location(
     "reliability_stack_fixtures", Path(__file__).parents[1] / "integration" / "conftest.py"

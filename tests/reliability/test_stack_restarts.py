@@ -9,8 +9,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from services import topic_reader
-from services.object_store import ObjectStore
-from services.stack import LocalStack
+from services.storage.object_store import ObjectStore
+from inctrl.dev.local_stack import LocalStack
 
 from .conftest import create_topics, store_for
 

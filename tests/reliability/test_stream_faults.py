@@ -12,9 +12,9 @@ from types import ModuleType
 
 import pytest
 
-from inctrl.reliability.consumers import ConsumerCommand, ConsumerProcesses, ConsumerThreads
-from inctrl.reliability.ledger import synthetic_frames
-from inctrl.reliability.scenarios import (
+from inctrl.dev.reliability.consumers import ConsumerCommand, ConsumerProcesses, ConsumerThreads
+from inctrl.dev.reliability.ledger import synthetic_frames
+from inctrl.dev.reliability.scenarios import (
     BrokerRestart,
     ConsumerKill,
     NeverAnswers,
@@ -24,9 +24,9 @@ from inctrl.reliability.scenarios import (
     ScenarioReport,
     run_scenario,
 )
-from services.object_store import ObjectStore
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
-from services.stack import LocalStack
+from inctrl.dev.local_stack import LocalStack
 
 from .conftest import STAND_IN_DOMAINS
 

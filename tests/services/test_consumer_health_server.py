@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from services.consumer_health import ConsumerHealthServer
+from services.consumer.health import ConsumerHealthServer
 from services.metrics import ConsumerMetrics
 
 

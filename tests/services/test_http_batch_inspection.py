@@ -22,19 +22,19 @@ from pydantic import SecretStr
 
 from services.auth import Scope, TokenAuthority, TokenGrant
 
-from services.batch_inspection import BatchFrame, BatchInspectionResponse, BatchManifest, FrameOutcome
-from services.http_api import DomainRegistration, InspectionRetryLater, create_http_app
-from services.http_inspection_client import (
+from services.protocol.batch import BatchFrame, BatchInspectionResponse, BatchManifest, FrameOutcome
+from services.serving.http_api import DomainRegistration, InspectionRetryLater, create_http_app
+from services.consumer.http_client import (
     HttpInspectionClient,
     InspectionRequestRejected,
 )
-from services.inspection import DecodedFrame, InspectionOutcome, InspectionUnavailable, Rejected, Scored
-from services.messages import DeadLetterReason, InspectionRequest
+from services.protocol.outcomes import DecodedFrame, InspectionOutcome, InspectionUnavailable, Rejected, Scored
+from services.protocol.messages import DeadLetterReason, InspectionRequest
 from services.metrics import InspectionMetrics
-from services.registry import DomainRecord, RegistryError
-from services.serving.serving_settings import ServingSettings
-from services.image_decoding import ImageDecodeError, decode_image
-from services.result_encoding import encode_map_png
+from services.registry.domain_registry import DomainRecord, RegistryError
+from services.serving.settings import ServingSettings
+from services.imaging.decoding import ImageDecodeError, decode_image
+from services.results.encoding import encode_map_png
 
 SLOW_S = 1.5
 INSPECT_TOKEN = "inspect-token-0123456789"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.image_decoding import ImageDecodeError, ImageTooLarge, decode_image
+from services.imaging.decoding import ImageDecodeError, ImageTooLarge, decode_image
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:

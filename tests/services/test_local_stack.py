@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from services.stack import LocalStack, pick_port, port_is_free
+from inctrl.dev.local_stack import LocalStack, pick_port, port_is_free
 
 pytestmark = pytest.mark.integration
 

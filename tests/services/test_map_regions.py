@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 import numpy as np
 from PIL import Image
 
-from services.inspection import Scored
-from services.map_regions import MAX_BOXES, defect_boxes, map_statistics
-from services.messages import InspectionRequest, MapStatistics
-from services.result_encoding import region_outline, render_overlay_jpeg
-from services.result_writer import checked_map, write_result
+from services.protocol.outcomes import Scored
+from services.results.map_regions import MAX_BOXES, defect_boxes, map_statistics
+from services.protocol.messages import InspectionRequest, MapStatistics
+from services.results.encoding import region_outline, render_overlay_jpeg
+from services.results.writer import checked_map, write_result
 
 
 def _square_map() -> np.ndarray:

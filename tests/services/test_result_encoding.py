@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.image_decoding import ImageDecodeError
-from services.result_encoding import (
+from services.imaging.decoding import ImageDecodeError
+from services.results.encoding import (
     decode_map_png,
     encode_map_png,
     jet_colormap,

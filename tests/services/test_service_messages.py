@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from services.messages import (
+from services.protocol.messages import (
     DeadLetter,
     DeadLetterReason,
     InspectionRequest,

@@ -12,9 +12,9 @@ import yaml
 from model import InvalidImageError
 from model.preprocess import Preprocessor
 from services.metrics import DomainLabels, InspectionMetrics
-from services.service_commands import read_app_args
+from services.serving.commands import read_app_args
 from services.serving.backbone_choice import backbone_config
-from services.serving.image_batch import stack_for_backbone, to_backbone_geometry
+from services.imaging.geometry import stack_for_backbone, to_backbone_geometry
 
 ARGS = {"checkpoint_uri": "/models/ckpt", "backbone": "tiny", "registry_prefix": "s3://models/registry/"}
 

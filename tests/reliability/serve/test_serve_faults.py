@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from inctrl.reliability.consumers import ConsumerCommand, ConsumerProcesses, ConsumerThreads
-from inctrl.reliability.ledger import synthetic_frames
-from inctrl.reliability.scenarios import (
+from inctrl.dev.reliability.consumers import ConsumerCommand, ConsumerProcesses, ConsumerThreads
+from inctrl.dev.reliability.ledger import synthetic_frames
+from inctrl.dev.reliability.scenarios import (
     ConsumerKill,
     NeverAnswers,
     PoisonFrame,
@@ -17,10 +17,10 @@ from inctrl.reliability.scenarios import (
     ScenarioReport,
     run_scenario,
 )
-from services.http_inspection_client import HttpInspectionClient
-from services.object_store import ObjectStore
+from services.consumer.http_client import HttpInspectionClient
+from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
-from services.stack import LocalStack
+from inctrl.dev.local_stack import LocalStack
 
 from .conftest import SERVED_DOMAINS, ServedApp
 

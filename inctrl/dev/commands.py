@@ -1,0 +1,44 @@
+"""Development-only commands: the demo and the stream and reliability benches (they use pipelines/ and the
+local stack, so they live above services/ and stay out of the container image)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo_command(
+    work_dir: Path = typer.Option(Path(".demo"), "--work-dir", help="Folder for the stack, data, checkpoint and Ray."),
+    backbone: str | None = typer.Option(None, help="Backbone (default: ViT-B-16-plus-240 if its weights load, else efficientnet-lite0)."),
+    frames_per_line: int = typer.Option(16, help="Frames each of the three lines sends."),
+) -> None:
+    """End to end on a fresh machine: stack, synthetic data, training, registration, streaming, summary."""
+    from inctrl.dev.demo import DemoOptions, run_demo
+
+    summary = run_demo(DemoOptions(work_dir=work_dir, backbone=backbone, frames_per_line=frames_per_line))
+    typer.echo(summary.render())
+
+
+def bench_stream_command(
+    backbone: str = typer.Option("tiny", help="Backbone: tiny, efficientnet-lite0 or an OpenCLIP name."),
+    frames: int = typer.Option(96, help="Frames to send through Kafka."),
+    batch_size: int = typer.Option(8, help="Serve max batch size, also the in-process batch size."),
+    domains: int = typer.Option(3, help="Domains the frames are spread over."),
+    work_dir: Path = typer.Option(Path(".bench"), "--work-dir", help="Folder for the stack, checkpoint and Ray."),
+) -> None:
+    """Frames/s and latency percentiles through Kafka -> Serve -> S3 against the in-process detector."""
+    from inctrl.dev.stream_bench import StreamBenchOptions, run_stream_bench
+
+    report = run_stream_bench(
+        StreamBenchOptions(backbone=backbone, frames=frames, batch_size=batch_size, domains=domains, work_dir=work_dir)
+    )
+    typer.echo(report.render())
+
+
+def add_dev_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Mount `inctrl demo`, `inctrl bench stream` and `inctrl bench reliability` on the root CLI."""
+    from inctrl.dev.reliability.bench import bench_reliability_command
+
+    app.command("demo")(demo_command)
+    bench_app.command("stream")(bench_stream_command)
+    bench_app.command("reliability")(bench_reliability_command)

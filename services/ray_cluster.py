@@ -1,0 +1,38 @@
+"""Connecting to Ray: a running cluster by address, or a local Ray of our own (CLI, training, tests)."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import ray
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_ray(
+    address: str | None = None,
+    temp_dir: Path | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    worker_logs: bool = False,
+) -> None:
+    """Join the cluster at `address`, or start a local Ray in a session folder of our own whose workers
+    can import this project (a source checkout need not be installed for Ray Train's workers).
+    `worker_logs` forwards the workers' output to this process (training shows its epochs that way)."""
+    if address:
+        ray.init(address=address, log_to_driver=worker_logs, logging_level=logging.WARNING)
+        return
+    folder = temp_dir or Path(tempfile.mkdtemp(prefix="inctrl-ray-", dir="/tmp"))
+    folder.mkdir(parents=True, exist_ok=True)
+    python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        num_gpus=num_gpus,
+        _temp_dir=str(folder),
+        include_dashboard=False,
+        log_to_driver=worker_logs,
+        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+        logging_level=logging.WARNING,
+    )
