@@ -20,7 +20,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from services.storage.object_store import ObjectStore
 from services.settings import ServiceSettings
 from inctrl.dev.local_stack import LocalStack, StackEndpoints
-from services import topic_reader
+from inctrl.dev import topic_reader
 
 FRAME_PARTITIONS = 3
 

@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from services import topic_reader
+from inctrl.dev import topic_reader
 from services.storage.object_store import ObjectStore
 from inctrl.dev.local_stack import LocalStack
 
