@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from .coreset import layer_coresets, restrict_to_prompts, select_rows
 from .neighbours import PatchSearch, create_patch_search
 from .standardisation import held_out, leave_one_out_max_cosine
 
@@ -32,6 +33,11 @@ class PromptBank:
     # (H, L, N) nearest-patch cosines of the held-out references against the others (K >= 2); derived
     # from `patches`, so banks stored without it get it computed on first use.
     loo_max_cosine: torch.Tensor | None = None
+    # (L, m) int64 rows of `patches` per layer: the greedy k-centre coreset searched for a budget of
+    # `coreset_budget` rows (model/coreset.py). Selected when the detector builds the bank and stored with
+    # it; banks stored without it (or for another budget) select it on first use.
+    coreset: torch.Tensor | None = None
+    coreset_budget: int | None = None
     _searches: dict[tuple[str, int, int | None], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
     _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
 
@@ -46,11 +52,23 @@ class PromptBank:
                 self.loo_max_cosine = leave_one_out_max_cosine(self.patches, self.shots)
         return self.loo_max_cosine
 
+    def coreset_for(self, budget: int | None) -> torch.Tensor | None:
+        """(L, m) coreset rows searched for ``budget``, selected once; None when the bank is searched exactly."""
+        if budget is None or self.patches.shape[1] <= budget:
+            return None
+        if self.coreset is None or self.coreset_budget != budget:
+            with torch.no_grad():
+                self.coreset, self.coreset_budget = layer_coresets(self.patches, budget), budget
+        return self.coreset
+
     def search(self, backend: str, chunk_rows: int, max_references: int | None = None) -> PatchSearch:
-        """The nearest-patch search over this bank, built once per backend and budget and cached."""
+        """The nearest-patch search over this bank (its coreset above ``max_references`` rows per layer),
+        built once per backend and budget and cached."""
         key = (backend, chunk_rows, max_references)
         if key not in self._searches:
-            self._searches[key] = create_patch_search(self.patches, backend, chunk_rows, max_references)
+            rows = self.coreset_for(max_references)
+            references = self.patches if rows is None else select_rows(self.patches, rows)
+            self._searches[key] = create_patch_search(references, backend, chunk_rows)
         return self._searches[key]
 
     def on(self, device: torch.device) -> PromptBank:
@@ -62,20 +80,26 @@ class PromptBank:
             self._copies[device] = PromptBank(
                 self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device),
                 None if loo is None else loo.to(device),
+                None if self.coreset is None else self.coreset.to(device), self.coreset_budget,
             )
         return self._copies[device]
 
     def subset(self, keep: list[int]) -> PromptBank:
         """The bank of the prompts ``keep`` only (e.g. all but one, for leave-one-out calibration).
 
-        patches (L, K*N, W) -> (L, len(keep)*N, W); text prototypes are shared, not recomputed.
+        patches (L, K*N, W) -> (L, len(keep)*N, W); text prototypes are shared, not recomputed; the coreset
+        keeps this bank's selected rows of those prompts, so K leave-one-out banks cost no selection.
         """
         if not keep or len(set(keep)) != len(keep) or not all(0 <= i < self.shots for i in keep):
             raise PromptBankError(f"subset {keep} of a bank of {self.shots} prompts must be distinct, in range and non-empty")
         n_layers, rows, width = self.patches.shape
         index = torch.tensor(keep, device=self.patches.device)
         patches = self.patches.reshape(n_layers, self.shots, rows // self.shots, width)[:, index].reshape(n_layers, -1, width)
-        return PromptBank(self.class_name, self.backbone_id, self.embeddings[index], patches.contiguous(), self.text)
+        coreset = None if self.coreset is None else restrict_to_prompts(self.coreset, self.shots, rows, keep)
+        return PromptBank(
+            self.class_name, self.backbone_id, self.embeddings[index], patches.contiguous(), self.text,
+            coreset=coreset, coreset_budget=None if coreset is None else self.coreset_budget,
+        )  # fmt: skip
 
     def to_bytes(self) -> bytes:
         """safetensors with the metadata in its header: one self-describing object for the store."""
@@ -83,7 +107,11 @@ class PromptBank:
         if self.leave_one_out() is not None:
             tensors["loo_max_cosine"] = self.leave_one_out()
         metadata = {"format": BANK_FORMAT, "class_name": self.class_name, "backbone_id": self.backbone_id}
-        return save_tensors({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, metadata)
+        stored = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+        if self.coreset is not None:
+            stored["coreset"] = self.coreset.detach().long().cpu().contiguous()
+            metadata["coreset_budget"] = str(self.coreset_budget)
+        return save_tensors(stored, metadata)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> PromptBank:
@@ -113,7 +141,8 @@ class PromptBank:
         expected_loo = (len(held_out(embeddings.shape[0])), n_layers, rows // embeddings.shape[0])
         if loo is not None and (embeddings.shape[0] < 2 or tuple(loo.shape) != expected_loo):
             raise PromptBankError(f"{source}: leave-one-out cosines have shape {tuple(loo.shape)}, expected {expected_loo}")
-        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo)
+        coreset, budget = _stored_coreset(tensors.get("coreset"), metadata.get("coreset_budget"), patches.shape, source)
+        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo, coreset, budget)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.to_bytes())
@@ -124,6 +153,32 @@ class PromptBank:
         if not path.is_file():
             raise PromptBankError(f"prompt bank file {path} does not exist")
         return cls.from_bytes(path.read_bytes(), str(path))
+
+
+def _stored_coreset(
+    coreset: torch.Tensor | None, budget: str | None, patches_shape: torch.Size, source: str
+) -> tuple[torch.Tensor | None, int | None]:
+    """The stored coreset rows (L, m) and their budget, checked against the patches (L, M, W); banks written
+    before coreset indices existed have neither and select them on first use."""
+    if coreset is None and budget is None:
+        return None, None
+    if coreset is None or budget is None or not budget.isdigit() or int(budget) < 1:
+        raise PromptBankError(f"{source}: coreset indices and their budget must be stored together (budget {budget!r})")
+    n_layers, rows = patches_shape[:2]
+    valid = (
+        coreset.dtype == torch.int64
+        and coreset.ndim == 2
+        and coreset.shape[0] == n_layers
+        and 1 <= coreset.shape[1] <= int(budget)
+        and int(coreset.min()) >= 0
+        and int(coreset.max()) < rows
+    )
+    if not valid:
+        raise PromptBankError(
+            f"{source}: coreset indices {tuple(coreset.shape)} {coreset.dtype} must be int64 (L={n_layers}, m <= {budget}) "
+            f"rows in [0, {rows})"
+        )
+    return coreset, int(budget)
 
 
 def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:

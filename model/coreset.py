@@ -5,9 +5,11 @@ a budget of `m` reference patches per layer, the search runs over a coreset inst
 (greedy k-centre) selection of PatchCore (Roth et al., CVPR 2022), which picks m patches such that every
 reference patch lies within the smallest radius it can of a selected one. The nearest-patch cosine over the
 coreset is then within that radius of the exact one, and the per-image cost is that of m patches whatever K
-is. Selection runs once per bank search (a replica builds it when it loads the bank), on a seeded random
-projection to `projection_dim` dimensions (as PatchCore does) so it costs O(M * m * projection_dim), not
-O(M * m * W).
+is. Selection runs once per bank, when the bank is built, on a seeded random projection to `projection_dim`
+dimensions (as PatchCore does) so it costs O(M * m * projection_dim), not O(M * m * W); the indices are
+stored in the bank (model/bank.py), so replicas never recompute them, and the bank of a subset of the
+prompts (leave-one-out calibration) keeps the selected rows of its prompts (`restrict_to_prompts`) instead of
+selecting again.
 
 Deterministic: the same bank gives the same coreset (seeded projection, start at the first patch), so
 scores stay independent of the batch and of the replica.
@@ -45,6 +47,35 @@ def greedy_coreset(features: torch.Tensor, budget: int, projection_dim: int = 12
     return torch.from_numpy(selected).to(features.device)
 
 
+def layer_coresets(references: torch.Tensor, budget: int) -> torch.Tensor:
+    """(L, M, W) per-layer reference patches -> (L, min(M, budget)) row indices: each layer's own coreset."""
+    return torch.stack([greedy_coreset(layer, budget) for layer in references])
+
+
+def select_rows(references: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(L, M, W) gathered at (L, m) row indices per layer -> (L, m, W)."""
+    index = indices.to(references.device)[..., None].expand(-1, -1, references.shape[-1])
+    return references.gather(1, index)
+
+
+def restrict_to_prompts(indices: torch.Tensor, shots: int, rows: int, keep: list[int]) -> torch.Tensor:
+    """Coreset indices (L, m) into K * N rows -> those of the prompts ``keep``, renumbered into len(keep) * N rows.
+
+    Layers lose different counts; each is padded to the longest by repeating its first kept row (a duplicate
+    changes no nearest-patch maximum). A layer that keeps none of its selected rows keeps the first row of
+    the subset, so every layer has a reference to compare with.
+    """
+    per_prompt = rows // shots
+    position = torch.full((shots,), -1, dtype=torch.long)
+    position[torch.tensor(keep)] = torch.arange(len(keep))
+    prompt, offset = indices.cpu() // per_prompt, indices.cpu() % per_prompt
+    renumbered = position[prompt] * per_prompt + offset  # (L, m), negative where the prompt is dropped
+    layers = [row[row >= 0] for row in renumbered]
+    layers = [row if len(row) else torch.zeros(1, dtype=torch.long) for row in layers]
+    width = max(len(row) for row in layers)
+    return torch.stack([torch.cat([row, row[:1].expand(width - len(row))]) for row in layers]).to(indices.device)
+
+
 def reduce_references(references: torch.Tensor, budget: int | None) -> torch.Tensor:
     """(L, M, W) per-layer reference patches -> (L, min(M, budget), W): each layer's own coreset.
 
@@ -52,4 +83,4 @@ def reduce_references(references: torch.Tensor, budget: int | None) -> torch.Ten
     """
     if budget is None or references.shape[1] <= budget:
         return references
-    return torch.stack([layer[greedy_coreset(layer, budget)] for layer in references])
+    return select_rows(references, layer_coresets(references, budget))

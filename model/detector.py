@@ -114,7 +114,9 @@ class InCTRLv2(nn.Module):
         """A bank from already-encoded prompts: embeddings (K, E), raw patch tokens (K, L, N, W) from encode()."""
         n_layers, width = patches.shape[1], patches.shape[-1]
         references = F.normalize(patches, dim=-1).transpose(0, 1).reshape(n_layers, -1, width)  # (L, K*N, W)
-        return PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))
+        bank = PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))
+        bank.coreset_for(self.config.nn_max_references)  # selected here, once, and stored with the bank
+        return bank
 
     def head_outputs(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank) -> HeadOutputs:
         """Every head quantity for encoded queries of one domain."""
