@@ -5,6 +5,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Hashable, TypeVar
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -15,6 +16,8 @@ from .neighbours import PatchSearch, create_patch_search
 from .standardisation import held_out, leave_one_out_max_cosine
 
 BANK_FORMAT = "inctrl-prompt-bank/1"
+
+T = TypeVar("T")
 
 
 class PromptBankError(ValueError):
@@ -40,6 +43,7 @@ class PromptBank:
     coreset_budget: int | None = None
     _searches: dict[tuple[str, int, int | None], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
     _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
+    _derived: dict[str, tuple[Hashable, object]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shots(self) -> int:
@@ -51,6 +55,14 @@ class PromptBank:
             with torch.no_grad():
                 self.loo_max_cosine = leave_one_out_max_cosine(self.patches, self.shots)
         return self.loo_max_cosine
+
+    def derived(self, name: str, state: Hashable, compute: Callable[[], T]) -> T:
+        """A value computed from this bank and something else in ``state`` (e.g. the heads' weights), kept
+        with the bank until ``state`` changes; one value per name."""
+        kept = self._derived.get(name)
+        if kept is None or kept[0] != state:
+            kept = self._derived[name] = (state, compute())
+        return kept[1]  # type: ignore[return-value]
 
     def coreset_for(self, budget: int | None) -> torch.Tensor | None:
         """(L, m) coreset rows searched for ``budget``, selected once; None when the bank is searched exactly."""

@@ -1,0 +1,40 @@
+"""Per-call costs removed from scoring (issue 9): what does not depend on the queries is computed once, and
+the answers stay those of the straightforward computation."""
+from __future__ import annotations
+
+import torch
+
+from model import InCTRLv2, InCTRLv2Config
+from model.config import FusionConfig
+
+from .conftest import seeded_detector
+
+
+def _standardised() -> InCTRLv2:
+    return seeded_detector(InCTRLv2Config(backbone="tiny", pretrained=None, fusion=FusionConfig(image="standardised")))
+
+
+def test_reference_components_are_computed_once_per_bank_and_heads(make_images) -> None:
+    det = _standardised()  # its own detector: the test changes its heads
+    bank = det.build_prompt_bank(make_images(4, 64, seed=80), "widget")
+    first = det.reference_components(bank)
+    assert first is not None and det.reference_components(bank) is first  # kept, not recomputed
+    fresh = det._reference_components(bank)
+    for name, values in first.items():
+        assert torch.equal(values, fresh[name]), name
+    # New head weights (training, a checkpoint load) give new components, not the stale ones.
+    with torch.no_grad():
+        det.heads.psi[0].weight.mul_(3.0)
+    changed = det.reference_components(bank)
+    assert changed is not first and not torch.equal(changed["image"], first["image"])
+    assert torch.equal(changed["patch"], first["patch"])  # head-independent parts are the same values
+
+
+def test_reference_components_in_training_mode_are_not_cached(make_images) -> None:
+    det = _standardised()
+    bank = det.build_prompt_bank(make_images(3, 64, seed=81), "widget")
+    det.heads.train()
+    try:
+        assert det.reference_components(bank) is not det.reference_components(bank)
+    finally:
+        det.heads.eval()
