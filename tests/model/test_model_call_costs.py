@@ -38,3 +38,20 @@ def test_reference_components_in_training_mode_are_not_cached(make_images) -> No
         assert det.reference_components(bank) is not det.reference_components(bank)
     finally:
         det.heads.eval()
+
+
+def test_search_skips_zero_padded_columns_and_stays_exact() -> None:
+    from model.neighbours import FaissPatchSearch, TorchPatchSearch
+
+    # Layers padded with zeros to a common width, as EfficientNet-Lite0's are; the queries are NOT zero
+    # there, and the answer must still be the full-width cosine.
+    generator = torch.Generator().manual_seed(5)
+    references = torch.nn.functional.normalize(torch.randn(3, 70, 24, generator=generator), dim=-1)
+    for layer, width in enumerate((8, 16)):
+        references[layer, :, width:] = 0
+    queries = torch.randn(2, 3, 9, 24, generator=generator)
+    exact = torch.einsum("blnw,lmw->blnm", queries, references).amax(dim=-1)
+    torch_search = TorchPatchSearch(references, chunk_rows=5)
+    assert [t.shape[0] for t in torch_search.references_t] == [8, 16, 24]
+    torch.testing.assert_close(torch_search.max_cosine(queries), exact, atol=1e-5, rtol=0)
+    torch.testing.assert_close(FaissPatchSearch(references).max_cosine(queries), exact, atol=1e-5, rtol=0)
