@@ -14,7 +14,8 @@ from .backbones import Backbone, create_backbone
 from .bank import PromptBank, PromptBankError
 from .checkpoint import CheckpointError, read_config, read_heads, write_checkpoint
 from .config import InCTRLv2Config
-from .fusion import create_image_fusion, fused_map, gaussian_blur, map_fusion_kind, upsample
+from .fusion import create_image_fusion, dasl_map, map_fusion_kind, oasl_map
+from .grid_maps import GridToImage
 from .heads import HeadOutputs, InCTRLv2Heads, text_score
 from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
 from .prompts import orthogonal_prototypes, text_prototypes
@@ -63,6 +64,8 @@ class InCTRLv2(nn.Module):
         self.preprocess = Preprocessor(b.image_size, b.mean, b.std)
         self.image_fusion = create_image_fusion(self.config.fusion, self.config.alpha, b.has_text)
         self.map_fusion = map_fusion_kind(self.config.fusion, b.has_text)
+        blurred = self.map_fusion == "paper" and self.config.blur
+        self.to_image = GridToImage(b.grid, b.image_size, self.config.blur_sigma if blurred else None)
         self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.eval()
 
@@ -176,13 +179,12 @@ class InCTRLv2(nn.Module):
     def fuse(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> tuple[torch.Tensor, torch.Tensor]:
         """Image score (Eq 9 or standardised, model/fusion.py) and map (Eq 17 + optional blur, or Phi(M_x) unblurred):
         scores (B,), maps (B, S, S) at model resolution. ``embedding`` (B, E) are the queries' f_v."""
-        size = self.backbone.image_size
-        if self.map_fusion == "paper":
-            maps = fused_map(outputs, self.backbone.grid, size, self.config.beta)
-            if self.config.blur:
-                maps = gaussian_blur(maps, self.config.blur_sigma)
+        if self.map_fusion == "paper":  # Eq 17 blended on the patch grid (fusion.fused_map), then Phi and the blur
+            beta = self.config.beta
+            grid_maps = (1 - beta) * dasl_map(outputs) + beta * oasl_map(outputs)
         else:  # the patch residual as the baseline serves it: blurring it measured lower AUPRO (QUALITY.md)
-            maps = upsample(outputs.patch_residual, self.backbone.grid, size)
+            grid_maps = outputs.patch_residual
+        maps = self.to_image(grid_maps)  # one separable linear map per axis (model/grid_maps.py)
         bank = bank.on(embedding.device)
         references = self.reference_components(bank) if self.image_fusion.needs_references else None
         scores = self.image_fusion(self.components(outputs, embedding, bank), references)

@@ -55,3 +55,29 @@ def test_search_skips_zero_padded_columns_and_stays_exact() -> None:
     assert [t.shape[0] for t in torch_search.references_t] == [8, 16, 24]
     torch.testing.assert_close(torch_search.max_cosine(queries), exact, atol=1e-5, rtol=0)
     torch.testing.assert_close(FaissPatchSearch(references).max_cosine(queries), exact, atol=1e-5, rtol=0)
+
+
+def test_grid_operator_equals_upsampling_then_blurring() -> None:
+    from model.fusion import gaussian_blur, upsample
+    from model.grid_maps import GridToImage
+
+    generator = torch.Generator().manual_seed(6)
+    for grid, size, sigma in (((15, 15), 240, 4.0), ((14, 14), 224, None), ((3, 5), 20, 4.0), ((4, 4), 32, 1.5)):
+        maps = torch.rand(3, grid[0] * grid[1], generator=generator)
+        expected = upsample(maps, grid, size)
+        if sigma is not None:  # sigma 4 on 20 px: the blur's replicate-padding branch
+            expected = gaussian_blur(expected, sigma)
+        torch.testing.assert_close(GridToImage(grid, size, sigma)(maps), expected, atol=1e-6, rtol=0)
+
+
+def test_detector_maps_are_those_of_eq_17_with_the_blur(tiny_detector: InCTRLv2, make_images) -> None:
+    from model.fusion import fused_map, gaussian_blur
+
+    det = tiny_detector
+    bank = det.build_prompt_bank(make_images(2, 64, seed=82), "widget")
+    embedding, patches = det.encode(make_images(3, 64, seed=83))
+    outputs = det.head_outputs(embedding, patches, bank)
+    _, maps = det.fuse(outputs, embedding, bank)
+    b = det.backbone
+    expected = gaussian_blur(fused_map(outputs, b.grid, b.image_size, det.config.beta), det.config.blur_sigma).clamp(0, 1)
+    torch.testing.assert_close(maps, expected, atol=1e-6, rtol=0)
