@@ -121,6 +121,11 @@ class ConsumerMetrics:
         self.batch_size = Histogram(
             "inctrl_consumer_batch_frames", "Frames per micro-batch.", buckets=_BATCH_BUCKETS, registry=self.registry
         )
+        self.stage_cpu = Counter(
+            "inctrl_consumer_stage_cpu_seconds",
+            "CPU seconds the consumer's threads spent per stage of the frame path (services/consumer/stage_clock.py).",
+            ["stage"], registry=self.registry,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

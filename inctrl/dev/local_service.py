@@ -19,7 +19,9 @@ from services.protocol.messages import InspectionResult
 from services.storage.object_store import ObjectStore
 from services.producer.frame_producer import FrameProducer
 from services.registry.domain_registry import DomainRegistry
-from services.serving.app import InspectionClient, build_app
+from services.consumer.serve_client import InspectionClient
+from services.serving.app import build_app
+from services.serving.deployment_config import deployment_config_from_args
 from services.serving.settings import ServingSettings
 from services.settings import ServiceSettings
 from inctrl.dev.local_stack import LocalStack
@@ -90,7 +92,7 @@ class LocalInspectionService:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(args), name=self._app_name, route_prefix="/")
+        serve.run(build_app(deployment_config_from_args(args)), name=self._app_name, route_prefix="/")
         self.http_url = f"http://127.0.0.1:{port}"
         return self.http_url
 

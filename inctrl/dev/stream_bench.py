@@ -22,7 +22,9 @@ from services.registry.domain_registry import load_reference_images
 from services.imaging.decoding import decode_image
 from services.serving.backbone_choice import choose_detector
 from services.serving.bank_cache import BankCache
-from services.serving.engine import FrameInput, InspectionEngine
+from services.imaging.geometry import prepare_frame
+from services.protocol.outcomes import FrameInput
+from services.serving.engine import InspectionEngine
 from inctrl.dev.local_service import LocalInspectionService, StreamFrame
 
 logger = logging.getLogger(__name__)
@@ -110,9 +112,12 @@ def run_stream_bench(options: StreamBenchOptions) -> StreamBenchReport:
 
 def _in_process_rate(detector: InCTRLv2, service: LocalInspectionService, frames: list[StreamFrame], batch_size: int) -> float:
     engine = InspectionEngine(detector, BankCache(service.registry, detector.device), lambda record: record.threshold, "in-process")
-    inputs = [FrameInput(frame.domain, frame.image) for frame in frames]
-    engine.inspect([FrameInput(f.domain, decode_image(f.image)) for f in inputs[:batch_size]])  # warm-up
+
+    def prepared(batch: list[StreamFrame]) -> list[FrameInput]:
+        return [FrameInput(f.domain, prepare_frame(decode_image(f.image), engine.input_size)) for f in batch]
+
+    engine.inspect(prepared(frames[:batch_size]))  # warm-up
     started = time.perf_counter()
-    for start in range(0, len(inputs), batch_size):
-        engine.inspect([FrameInput(f.domain, decode_image(f.image)) for f in inputs[start : start + batch_size]])
-    return len(inputs) / (time.perf_counter() - started)
+    for start in range(0, len(frames), batch_size):
+        engine.inspect(prepared(frames[start : start + batch_size]))
+    return len(frames) / (time.perf_counter() - started)

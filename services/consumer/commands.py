@@ -36,12 +36,12 @@ def consume_command(
     else:
         import ray
 
-        from services.serving.app import InspectionClient
+        from services.consumer.serve_client import InspectionClient
 
         ray.init(address=address, log_to_driver=False)
         client = InspectionClient(app_name)
     logger.info("frame consumer starting", extra={"inspection": url or f"ray handle ({address})"})
-    consumer = FrameConsumer(settings, inspect=client)
+    consumer = FrameConsumer(settings, inspect=client, max_aspect_ratio=ServingSettings().max_aspect_ratio)
     with ConsumerHealthServer(consumer, consumer.metrics, client.reachable, settings.metrics_port, settings.consumer_stall_s):
         stats = consumer.run_forever()
     typer.echo(json.dumps(stats.log_fields()))

@@ -38,7 +38,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -46,6 +46,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from model import InvalidImageError
 from services.consumer.dead_letters import DeadLetterBuilder
 from services.consumer.frame_records import FrameRecordDecoder, RecordRejected, shorten
 from services.protocol.outcomes import DecodedFrame, InspectFn, InspectionUnavailable, Rejected, Retryable, Scored
@@ -54,7 +55,9 @@ from services.metrics import ConsumerMetrics
 from services.results.keys import result_keys
 from services.storage.object_store import ObjectStore, ObjectStoreUnavailable
 from services.storage.retry import RetryPolicy
-from services.results.writer import InvalidOutcomeError, write_result
+from services.consumer.stage_clock import StageClock
+from services.imaging.geometry import DEFAULT_MAX_ASPECT_RATIO, prepare_frame
+from services.results.writer import InvalidOutcomeError, encode_result, store_result
 from services.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -167,12 +170,17 @@ class FrameConsumer:
         known_domains: Callable[[str], bool] | None = None,
         client_id: str = "inctrl-frame-consumer",
         metrics: ConsumerMetrics | None = None,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
     ) -> None:
         self._settings = settings
         self._inspect = inspect
         # The inspect callable's health probe, when it has one: tells a frame's failures from an outage.
         self._probe: Callable[[], bool] | None = getattr(inspect, "reachable", None)
+        # A remote service's input size: frames are then sent prepared, at the backbone's geometry.
+        self._input_size: Callable[[], int] | None = getattr(inspect, "input_size", None)
+        self._max_aspect_ratio = max_aspect_ratio
         self.metrics = metrics or ConsumerMetrics()
+        self.clock = StageClock(lambda stage, seconds: self.metrics.stage_cpu.labels(stage=stage).inc(seconds))
         self._retry = RetryPolicy(
             initial_backoff_s=settings.inspect_retry_initial_backoff_s,
             max_backoff_s=settings.inspect_retry_max_backoff_s,
@@ -379,7 +387,8 @@ class FrameConsumer:
         assert batch.handled is not None
         try:
             handled = batch.handled.result()
-            self._publish(handled.results, handled.dead)
+            with self.clock.stage("publish"):
+                self._publish(handled.results, handled.dead)
         except _INFRASTRUCTURE as error:
             self._abandon([], f"{type(error).__name__}: {shorten(str(error), _DETAIL_CHARS)}")
             raise
@@ -387,7 +396,8 @@ class FrameConsumer:
             self._abandon([], "consumer stopping")
             return
         self._in_flight.popleft()
-        self._commit(batch.records)
+        with self.clock.stage("commit"):
+            self._commit(batch.records)
         self._record_batch(batch, handled)
 
     def _finish_inspected(self) -> None:
@@ -456,25 +466,44 @@ class FrameConsumer:
     def _inspect_and_store(self, batch: _InFlightBatch) -> _BatchHandled:
         """Decode, inspect and write the objects of one batch (runs on a pipeline thread)."""
         records = batch.records
-        decoded = list(self._workers.map(self._decoder.decode, records))
+        decoded = list(self._workers.map(self._decode, records))
         batch.decoded_bytes = sum(
             item.image.nbytes + (len(item.encoded) if item.request.image is None and item.encoded else 0)
             for item in decoded
             if isinstance(item, DecodedFrame)
         )
+        if self._input_size is not None and any(isinstance(item, DecodedFrame) for item in decoded):
+            size = self._input_size()  # InspectionUnavailable while the service cannot say: a stall, like its calls
+            decoded = list(self._workers.map(lambda item: self._prepare(item, size), decoded))
         pairs = [(record, item) for record, item in zip(records, decoded) if isinstance(item, DecodedFrame)]
         dead = [
             self._letters.build(record, item.reason, item.detail)
             for record, item in zip(records, decoded)
             if isinstance(item, RecordRejected)
         ]
-        outcomes = self._inspect_isolating([frame for _, frame in pairs])
+        with self.clock.stage("inspect"):
+            outcomes = self._inspect_isolating([frame for _, frame in pairs])
         stored = list(
             self._workers.map(lambda pair, outcome: self._store_result(pair, outcome, batch.polled_at), pairs, outcomes)
         )
         results = [item for item in stored if isinstance(item, InspectionResult)]
         dead += [item for item in stored if isinstance(item, DeadLetter)]
         return _BatchHandled(results, dead)
+
+    def _decode(self, record: ConsumerRecord) -> DecodedFrame | RecordRejected:
+        with self.clock.stage("decode"):
+            return self._decoder.decode(record)
+
+    def _prepare(self, item: DecodedFrame | RecordRejected, size: int) -> DecodedFrame | RecordRejected:
+        """The frame at the backbone's geometry, what a replica is sent; a frame that cannot be is rejected alone."""
+        if not isinstance(item, DecodedFrame):
+            return item
+        with self.clock.stage("prepare"):
+            try:
+                pixels = prepare_frame(item.image, size, f"frame {item.request.frame_id}", self._max_aspect_ratio)
+            except InvalidImageError as error:
+                return RecordRejected(DeadLetterReason.INFERENCE_ERROR, str(error))
+            return replace(item, pixels=pixels)
 
     def _inspect_isolating(self, frames: list[DecodedFrame]) -> list[Scored | Rejected | _Exhausted]:
         """Final outcomes of the frames: the whole batch first, then the frames still failing one by one.
@@ -590,11 +619,13 @@ class FrameConsumer:
                     detail = (f"frame id {request.frame_id!r} already has a result at {keys.result} for another image "
                               f"(sha256 {existing[:16]}..., this one {digest[:16]}...)")  # fmt: skip
                     return self._letters.build(record, DeadLetterReason.DUPLICATE_FRAME, detail)
-                return write_result(
-                    request, frame.image, outcome, polled_at, self._settings.results_bucket, self._store,
-                    self._settings.overlay_jpeg_quality, input_digest=digest,
-                    original=frame.encoded if self._settings.store_inputs else None,
-                )  # fmt: skip
+                with self.clock.stage("encode"):
+                    encoded = encode_result(
+                        request, frame.image, outcome, self._settings.results_bucket, self._settings.overlay_jpeg_quality,
+                        input_digest=digest, original=frame.encoded if self._settings.store_inputs else None,
+                    )  # fmt: skip
+                with self.clock.stage("store"):
+                    return store_result(encoded, self._store, polled_at)
         except InvalidOutcomeError as error:
             return self._letters.build(record, DeadLetterReason.INFERENCE_ERROR, f"invalid outcome: {error}")
         except _INFRASTRUCTURE:

@@ -1,5 +1,9 @@
 """The FrameConsumer's `inspect` callable over HTTP: POST /v1/inspect/batch on the Serve app's ingress.
 
+Frames travel prepared (float16 pixels at the backbone's geometry, services/protocol/batch.py): the
+consumer decoded them already, and the ingress and replicas then neither decode nor resample. The
+input size comes from GET /v1/model, asked once.
+
 Used where the consumer runs outside the Ray cluster (the Helm chart's consumer pods). Connection failures
 and answers that are nobody's input fault (404 while the app deploys, 5xx, 401/403/429) are retried a bounded number of times; then
 InspectionUnavailable is raised, so the consumer commits nothing and replays the batch. Any other refusal
@@ -20,9 +24,12 @@ from services.protocol.batch import (
     BATCH_ROUTE,
     IMAGES_PART,
     MANIFEST_PART,
+    MODEL_ROUTE,
     BatchFrame,
     BatchInspectionResponse,
     BatchManifest,
+    ModelInfo,
+    pixels_part,
 )
 from services.protocol.outcomes import DecodedFrame, InspectionOutcome, InspectionUnavailable
 from services.storage.retry import RetryPolicy
@@ -64,15 +71,26 @@ class HttpInspectionClient:
         self._session = requests.Session()
         if token is not None:  # the ingress's `inspect` scope (services/auth.py)
             self._session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        self._model: ModelInfo | None = None
+
+    def input_size(self) -> int:
+        """S, the backbone's input size (asked once); InspectionUnavailable while the ingress cannot answer."""
+        if self._model is None:
+            url = f"{self.base_url}{MODEL_ROUTE}"
+            try:
+                response = self._session.get(url, timeout=self._timeout_s)
+                response.raise_for_status()
+                self._model = ModelInfo.model_validate_json(response.content)
+            except (requests.RequestException, ValidationError) as error:
+                raise InspectionUnavailable(f"{url}: no model information: {error}") from error
+        return self._model.input_size
 
     def __call__(self, frames: Sequence[DecodedFrame]) -> list[InspectionOutcome]:
         if not frames:
             return []
-        manifest = BatchManifest(
-            frames=[BatchFrame(domain=f.request.domain, line=f.request.line, frame_id=f.request.frame_id) for f in frames]
-        )
+        manifest = BatchManifest(frames=[_manifest_entry(frame) for frame in frames])
         parts = [(MANIFEST_PART, (None, manifest.model_dump_json(), "application/json"))]
-        parts += [(IMAGES_PART, (f.request.frame_id, _encoded_image(f), "application/octet-stream")) for f in frames]
+        parts += [(IMAGES_PART, (f.request.frame_id, _part(f), "application/octet-stream")) for f in frames]
         response = self._post(parts, len(frames))
         try:
             answer = BatchInspectionResponse.model_validate_json(response.content)
@@ -126,10 +144,19 @@ class HttpInspectionClient:
             time.sleep(backoff)
 
 
-def _encoded_image(frame: DecodedFrame) -> bytes:
+def _manifest_entry(frame: DecodedFrame) -> BatchFrame:
+    request = frame.request
+    size = (int(frame.image.shape[-2]), int(frame.image.shape[-1])) if frame.pixels is not None else None
+    return BatchFrame(domain=request.domain, line=request.line, frame_id=request.frame_id, original_size=size)
+
+
+def _part(frame: DecodedFrame) -> bytes:
+    """The prepared pixels; a frame the consumer did not prepare goes as its image file (the ingress prepares it)."""
+    if frame.pixels is not None:
+        return pixels_part(frame.pixels)
     encoded = frame.encoded if frame.encoded is not None else frame.request.image
     if encoded is None:
-        raise ValueError(f"frame {frame.request.frame_id}: no encoded image bytes to send (set DecodedFrame.encoded)")
+        raise ValueError(f"frame {frame.request.frame_id}: neither prepared pixels nor image bytes to send")
     return encoded
 
 

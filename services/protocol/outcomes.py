@@ -28,21 +28,34 @@ class InspectionUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A validated request with its image decoded to float32 (3, H, W) in [0, 1].
+    """A validated request with its image decoded to float32 (3, H, W) in [0, 1], decoded once.
 
-    `encoded` holds the image file bytes as received (inline or fetched by URI), so a remote detector can
-    be sent the compact file instead of the pixels.
+    `encoded` holds the image file bytes as received (inline or fetched by URI: kept as input.png and
+    hashed for duplicate detection); `pixels` what a replica is sent, the image at the backbone's geometry
+    (services.imaging.geometry.prepare_frame), set by the consumer once it knows the service's input size.
     """
 
     request: InspectionRequest
     image: np.ndarray
     encoded: bytes | None = None
+    pixels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One frame for a detector replica: its domain and its pixels at the backbone's geometry,
+    (3, S, S) float16 in [0, 1] (prepare_frame). Replicas do device work only: no decoding, no resampling."""
+
+    domain: str
+    pixels: np.ndarray
 
 
 @dataclass(frozen=True)
 class Scored:
-    """A scored frame; map_threshold (pixel level) defaults to the image threshold, map_range (the
-    domain's calibrated colour scale of the overlay, low and high) to (0, 1)."""
+    """A scored frame. `anomaly_map` is (S, S) at model resolution as a replica returns it (float16), or
+    already at the frame's size; the result writer restores it to the frame (geometry.restore_map).
+    map_threshold (pixel level) defaults to the image threshold, map_range (the domain's calibrated colour
+    scale of the overlay, low and high) to (0, 1)."""
 
     score: float
     anomaly_map: np.ndarray
@@ -74,3 +87,5 @@ class Retryable:
 
 InspectionOutcome = Scored | Rejected | Retryable
 InspectFn = Callable[[Sequence[DecodedFrame]], Sequence[InspectionOutcome]]
+"""What the consumer calls. A remote service's client also has `input_size() -> int` (the backbone's S: the
+consumer then sends prepared pixels, DecodedFrame.pixels) and `reachable() -> bool` (its health probe)."""

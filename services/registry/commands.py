@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import getpass
+from datetime import timezone
 import logging
 
 import typer

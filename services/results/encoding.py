@@ -42,8 +42,13 @@ def dequantise_map(levels: np.ndarray) -> np.ndarray:
 
 def encode_map_png(anomaly_map: np.ndarray) -> bytes:
     """Quantise an (H, W) map in [0, 1] to 16 bits (quantise_map) and encode it losslessly as PNG."""
+    return encode_levels_png(quantise_map(anomaly_map))
+
+
+def encode_levels_png(levels: np.ndarray) -> bytes:
+    """An (H, W) uint16 map already quantised (quantise_map) as a lossless 16-bit PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(quantise_map(anomaly_map)).save(buffer, format="PNG")
+    Image.fromarray(np.asarray(levels, dtype=np.uint16)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -102,7 +107,8 @@ def render_overlay_jpeg(
     """Blend the jet-coloured map (resized to the image) over a (3, H, W) float image in [0, 1]; JPEG bytes.
 
     The colour scale spans `value_range` (the domain's calibrated display range: low is blue, high red);
-    with `outline_threshold`, the boundary of the region at or above it is drawn in white on top.
+    with `outline_threshold`, the boundary of the region at or above it is drawn in white on top. A map
+    already at the image's size is used as it is (the result writer validated it); others are resized.
     """
     pixels = np.asarray(image, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[0] != 3:
@@ -113,7 +119,7 @@ def render_overlay_jpeg(
     if not 0.0 <= low < high:
         raise ValueError(f"value range must satisfy 0 <= low < high, got {value_range}")
     _, height, width = pixels.shape
-    values = resize_map(anomaly_map, height, width)
+    values = anomaly_map if anomaly_map.shape == (height, width) else resize_map(anomaly_map, height, width)
     heat = jet_colormap((values - low) / (high - low)).astype(np.float32)
     base = np.clip(pixels.transpose(1, 2, 0), 0.0, 1.0) * 255.0
     blended = np.round((1.0 - opacity) * base + opacity * heat).astype(np.uint8)

@@ -45,7 +45,7 @@ def serve_command(
     args = read_app_args(config, name)
     start_ray(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name=name, route_prefix="/")
+    serve.run(build_app(deployment_config_from_args(args)), name=name, route_prefix="/")
     typer.echo(f"serving {name} on http://{host}:{port} (Ctrl-C stops)")
     try:
         while True:

@@ -153,7 +153,6 @@ class DeploymentConfig(_Strict):
     references_revision: str = Field(
         "", description="Opaque marker of the reference set; a change makes Serve roll the replicas."
     )
-    default_threshold: float = Field(0.5, description="Threshold for domains without their own.")
     batch: BatchSettings = Field(default_factory=BatchSettings, description="Default batch settings.")
     detector_timeout_s: float = Field(
         60.0,
@@ -178,7 +177,6 @@ class DeploymentConfig(_Strict):
             )
         if not _S3_URI.match(self.registry_prefix):
             raise ValueError(f"registry_prefix {self.registry_prefix!r} must be an s3://bucket/prefix URI")
-        _check_threshold("default_threshold", self.default_threshold)
         for domain in self.domains:
             _check_domain_name(domain)
         both = sorted(set(self.domains) & set(self.pool.thresholds))
@@ -193,12 +191,11 @@ class DeploymentConfig(_Strict):
         own = self.domains[domain].batch if domain in self.domains else self.pool.batch
         return own or self.batch
 
-    def threshold_for(self, domain: str) -> float:
-        """Verdict threshold of `domain`, falling back to the default."""
-        own = self.domains[domain].threshold if domain in self.domains else None
-        if own is not None:
-            return own
-        return self.pool.thresholds.get(domain, self.default_threshold)
+    def threshold_for(self, domain: str) -> float | None:
+        """A verdict threshold this config sets for `domain` (it overrides the registry's); None: the registry's."""
+        if domain in self.domains:
+            return self.domains[domain].threshold
+        return self.pool.thresholds.get(domain)
 
     def deployment_name(self, domain: str | None) -> str:
         """Serve deployment name serving `domain`: its own, else the pool."""

@@ -1,12 +1,15 @@
 """Mixed-domain inference: one backbone call for the whole batch, then per-domain scoring.
 
+Device work only: frames arrive at the backbone's geometry (FrameInput, prepared where they were decoded)
+and maps leave at model resolution (S, S) float16; restoring them to each frame's size is the writer's.
+
 The backbone forward (the costly part) does not depend on the domain, so frames of every domain share
 it; only the nearest-patch search, the text prototypes and the fusion use the domain's bank. Scores do
 not depend on what else is in the batch (tested).
 
 Failure isolation (DESIGN.md, failure taxonomy): whatever goes wrong is confined to what caused it.
 
-    a frame's geometry fails (NaN, extreme aspect, ...)  -> that frame: Rejected
+    a frame's pixels are not what prepare_frame makes    -> that frame: Rejected
     a domain's bank cannot be loaded or used              -> that domain's frames: Rejected (UNKNOWN_DOMAIN
       (corrupt bank.safetensors or domain.json, a bank of    when it is not registered)
       another backbone or feature width, a device copy
@@ -21,19 +24,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from model import InCTRLv2, InvalidImageError, PromptBank
-from model.preprocess import restore_geometry
-from services.protocol.outcomes import InspectionOutcome, Rejected, Retryable, Scored
+from services.imaging.geometry import check_prepared
+from services.protocol.outcomes import FrameInput, InspectionOutcome, Rejected, Retryable, Scored
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStoreUnavailable
 from services.registry.domain_registry import DomainRecord, RegisteredDomain, UnknownDomainError
 from services.serving.bank_cache import BankCache
-from services.imaging.geometry import DEFAULT_MAX_ASPECT_RATIO, to_backbone_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ ThresholdPolicy = Callable[[DomainRecord], float]
 
 # Nobody's input fault: the same frame may well succeed on the next try (another replica, less load).
 _TRANSIENT: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, ObjectStoreUnavailable, ConnectionError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class FrameInput:
-    """One frame to score: its domain and its image (3, H, W) float32 in [0, 1]."""
-
-    domain: str
-    image: np.ndarray
 
 
 def failure(error: BaseException, what: str) -> Rejected | Retryable:
@@ -92,13 +84,16 @@ class InspectionEngine:
         banks: BankCache,
         threshold_for: ThresholdPolicy,
         model_version: str,
-        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
     ) -> None:
         self.detector = detector
         self.banks = banks
         self._threshold_for = threshold_for
         self.model_version = model_version
-        self._max_aspect_ratio = max_aspect_ratio
+
+    @property
+    def input_size(self) -> int:
+        """S: frames must arrive as (3, S, S) pixels."""
+        return self.detector.backbone.image_size
 
     def inspect(self, frames: Sequence[FrameInput]) -> list[InspectionOutcome]:
         """One outcome per frame, in order; never raises for anything one frame or one domain brings."""
@@ -121,17 +116,16 @@ class InspectionEngine:
         return [outcomes[i] for i in range(len(frames))]
 
     def _geometry(self, frames: Sequence[FrameInput], outcomes: dict[int, InspectionOutcome]) -> dict[int, torch.Tensor]:
-        """Each frame at backbone geometry; a frame that cannot be brought there is rejected alone."""
-        size = self.detector.backbone.image_size
+        """Each frame's pixels as a tensor; a frame whose pixels are not at the backbone's geometry is rejected alone."""
         prepared = {}
         for i, frame in enumerate(frames):
             what = f"frame {i} of domain {frame.domain!r}"
             try:
-                prepared[i] = to_backbone_geometry(frame.image, size, what, self._max_aspect_ratio)
+                prepared[i] = check_prepared(frame.pixels, self.input_size, what)
             except InvalidImageError as error:
                 outcomes[i] = Rejected(DeadLetterReason.INFERENCE_ERROR, str(error))
             except Exception as error:  # noqa: BLE001 - e.g. an array torch cannot take; it is this frame's alone
-                outcomes[i] = failure(error, f"{what}: cannot bring it to the backbone's geometry")
+                outcomes[i] = failure(error, f"{what}: unusable pixels")
         return prepared
 
     def _banks(
@@ -199,19 +193,19 @@ class InspectionEngine:
         features: dict[int, tuple[torch.Tensor, torch.Tensor]],
         registered: RegisteredDomain,
     ) -> dict[int, InspectionOutcome]:
-        """One domain's frames against its bank; maps back at each frame's own size."""
-        size = self.detector.backbone.image_size
+        """One domain's frames against its bank; maps at model resolution, one device-to-host copy for the group."""
+        size = self.input_size
         embedding = torch.stack([features[i][0] for i in members])
         patches = torch.stack([features[i][1] for i in members])
         detection = self.detector.score(embedding, patches, registered.bank, (size, size))
         threshold = self._threshold_for(registered.record)
         scored: dict[int, InspectionOutcome] = {}
+        maps = detection.maps.to(torch.float16).cpu().numpy()
+        scores = detection.scores.float().cpu().tolist()
         for k, i in enumerate(members):
-            height, width = frames[i].image.shape[-2:]
-            anomaly_map = restore_geometry(detection.maps[k : k + 1], height, width)[0]
             scored[i] = Scored(
-                score=float(detection.scores[k]),
-                anomaly_map=anomaly_map.float().cpu().numpy(),
+                score=scores[k],
+                anomaly_map=maps[k],
                 threshold=threshold,
                 model_version=self.model_version,
                 reference_version=registered.record.reference_version,

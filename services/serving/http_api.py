@@ -1,15 +1,17 @@
 """HTTP routes of the inspection service (FastAPI), over any gateway that does the work.
 
 POST /v1/inspect             multipart: image file + domain, line, frame_id [, store] -> InspectionResult
-POST /v1/inspect/batch       multipart: manifest JSON + N images -> per-frame outcomes, nothing stored
+POST /v1/inspect/batch       multipart: manifest JSON + N prepared frames or images -> per-frame outcomes,
+                             maps at model resolution, nothing stored
                              (services/protocol/batch.py; the HTTP path of the Kafka consumer)
+GET  /v1/model               the input size S prepared frames must have, and the model version
 GET  /v1/domains             current records of every registered domain
 GET  /v1/domains/{name}      one domain's current record
 POST /v1/domains             register (or replace) a domain from an s3:// prefix of normal images
 GET  /healthz                liveness and the deployments the ingress routes to
 GET  /metrics                Prometheus text
 
-Every /v1 route needs a bearer token (services/auth.py): scope `inspect` for /v1/inspect*, `read` for the
+Every /v1 route needs a bearer token (services/auth.py): scope `inspect` for /v1/inspect* and /v1/model, `read` for the
 GETs, `admin` to change a domain. /healthz and /metrics are open: probes and Prometheus scrapers carry no
 token, neither route changes state or returns frame data, /metrics labels are bounded to registered
 domains (services/metrics.py), and the chart's NetworkPolicy decides who reaches the port at all.
@@ -39,9 +41,11 @@ from services.protocol.batch import (
     BATCH_ROUTE,
     IMAGES_PART,
     MANIFEST_PART,
+    MODEL_ROUTE,
     BatchFrame,
     BatchInspectionResponse,
     BatchManifest,
+    ModelInfo,
 )
 from services.auth import TOKEN_COOKIE, Principal, Scope, TokenAuthority, Unauthenticated
 from services.protocol.messages import NAME_PATTERN, InspectionResult
@@ -81,6 +85,8 @@ class InspectionGateway(Protocol):
 
 
     async def inspect_batch(self, frames: list[BatchFrame], images: list[bytes]) -> BatchInspectionResponse: ...
+
+    async def model_info(self) -> ModelInfo: ...
 
     async def list_domains(self) -> list[DomainRecord]: ...
 
@@ -235,7 +241,9 @@ def create_http_app(gateway: InspectionGateway, authority: TokenAuthority, servi
     @app.post(BATCH_ROUTE, response_model=BatchInspectionResponse, dependencies=[inspect_scope])
     async def inspect_batch(
         manifest: str = Form(..., alias=MANIFEST_PART, description="BatchManifest JSON: domain, line, frame_id per image."),
-        images: list[UploadFile] = File(..., alias=IMAGES_PART, description="Encoded image files, in manifest order."),
+        images: list[UploadFile] = File(
+            ..., alias=IMAGES_PART, description="Per frame, in manifest order: prepared float16 pixels or an encoded image file."
+        ),
     ) -> BatchInspectionResponse | JSONResponse:
         if len(images) > serving.max_batch_frames:
             detail = f"{len(images)} images exceed the limit of {serving.max_batch_frames} per batch"
@@ -246,6 +254,10 @@ def create_http_app(gateway: InspectionGateway, authority: TokenAuthority, servi
             return JSONResponse(status_code=422, content={"detail": detail})
         data = [await image.read() for image in images]
         return await gateway.inspect_batch(parsed.frames, data)
+
+    @app.get(MODEL_ROUTE, response_model=ModelInfo, dependencies=[inspect_scope])
+    async def model_info() -> ModelInfo:
+        return await gateway.model_info()
 
     @app.get("/v1/domains", response_model=list[DomainRecord], dependencies=[read])
     async def list_domains() -> list[DomainRecord]:

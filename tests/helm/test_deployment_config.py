@@ -47,7 +47,7 @@ def test_hot_domain_gets_its_own_autoscaled_deployment() -> None:
     assert "num_replicas" not in options
     assert config.batch_for("capsule").max_batch_size == 32
     assert config.batch_for("pcb").max_batch_size == 8
-    assert config.threshold_for("capsule") == 0.7 and config.threshold_for("pcb") == 0.5
+    assert config.threshold_for("capsule") == 0.7 and config.threshold_for("pcb") is None  # pcb: the registry's
 
 
 def test_config_round_trips_through_its_json_dump() -> None:

@@ -73,7 +73,7 @@ def test_prod_domains_carry_their_replicas_batches_and_thresholds(
     for domain, threshold in serve["pool"]["thresholds"].items():
         assert config.threshold_for(domain) == threshold
         assert config.deployment_name(domain) == "pool"
-    assert config.threshold_for("a-domain-nobody-configured") == serve["defaultThreshold"]
+    assert config.threshold_for("a-domain-nobody-configured") is None  # the registry's calibrated threshold
     assert config.references_revision == serve["referencesRevision"]
 
 
@@ -109,7 +109,7 @@ def test_domain_defaults_come_from_deployment_config(render: Callable, domain_va
     deployment = config.domains["line-7"]
     assert deployment.ray_actor_options.num_gpus == domain_values["numGpus"]
     assert deployment.num_replicas == domain_values.get("replicas")
-    assert config.threshold_for("line-7") == domain_values.get("threshold", config.default_threshold)
+    assert config.threshold_for("line-7") == domain_values.get("threshold")
     assert config.batch_for("line-7") == config.batch
 
 

@@ -83,6 +83,7 @@ def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPat
     from ray import serve
 
     from services.serving.app import build_app
+    from services.serving.deployment_config import deployment_config_from_args
 
     suffix = uuid.uuid4().hex[:8]
     environment = {
@@ -114,7 +115,7 @@ def served_app(stack_endpoints: StackEndpoints, tmp_path_factory: pytest.TempPat
         "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
         "pool": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
     }
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(deployment_config_from_args(args)), name=APP_NAME, route_prefix="/")
     try:
         yield ServedApp(detector, registry, store, settings, f"http://127.0.0.1:{port}", APP_NAME)
     finally:

@@ -25,7 +25,8 @@ from services.protocol.messages import DeadLetter, InspectionRequest, Inspection
 from services.producer.frame_producer import FrameProducer
 from services.imaging.decoding import decode_image
 from services.results.encoding import decode_map_png
-from services.serving.app import InspectionClient
+from services.consumer.serve_client import InspectionClient
+from services.imaging.geometry import prepare_frame, restore_map
 from services.settings import ServiceSettings
 
 from .conftest import ServedApp, png_bytes, texture
@@ -82,15 +83,17 @@ def test_consumer_over_http_stores_results_publishes_events_and_reports_health(
     # The HTTP path scores exactly as the Ray handle path does, and the stored map is the detector's map.
     requests_by_id = {request.frame_id: request for request in sent}
     ordered = [requests_by_id[event.frame_id] for event in events]
-    frames = [DecodedFrame(request=r, image=decode_image(r.image or b"")) for r in ordered]
-    direct = InspectionClient(served_app.app_name)(frames)
+    handle = InspectionClient(served_app.app_name)
+    images = [decode_image(r.image or b"") for r in ordered]
+    frames = [DecodedFrame(request=r, image=i, pixels=prepare_frame(i, handle.input_size())) for r, i in zip(ordered, images)]
+    direct = handle(frames)
     for event, frame, outcome in zip(events, frames, direct):
         stored = json.loads(served_app.store.get_bytes(event.bucket, event.result_key))
         assert stored["frame_id"] == event.frame_id and stored["reference_version"] == f"{event.domain}/v1"
         assert event.score == pytest.approx(outcome.score, abs=1e-6)
         stored_map = decode_map_png(served_app.store.get_bytes(event.bucket, event.map_key))
         assert stored_map.shape == frame.image.shape[1:]
-        np.testing.assert_allclose(stored_map, outcome.anomaly_map, atol=1 / 65535)
+        np.testing.assert_allclose(stored_map, restore_map(outcome.anomaly_map, *frame.image.shape[1:]), atol=1 / 65535)
         assert served_app.store.exists(event.bucket, event.overlay_key)
 
 

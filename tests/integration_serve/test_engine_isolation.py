@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from model import InCTRLv2, InCTRLv2Config, PromptBank
-from services.protocol.outcomes import Rejected, Retryable, Scored
+from model import InvalidImageError
+from services.imaging.geometry import prepare_frame
+from services.protocol.outcomes import FrameInput, Rejected, Retryable, Scored
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStore
 from services.registry.domain_registry import DomainRecord, DomainRegistry
 from services.serving.bank_cache import BankCache
-from services.serving.engine import FrameInput, InspectionEngine, bank_mismatch
+from services.serving.engine import InspectionEngine, bank_mismatch
 
 from .conftest import texture
 
@@ -51,6 +53,11 @@ def engine_for(registry: DomainRegistry, detector: InCTRLv2, threshold_for=lambd
     return InspectionEngine(detector, BankCache(registry, detector.device), threshold_for, "test-model")
 
 
+def frame(domain: str, image: np.ndarray, size: int = 64) -> FrameInput:
+    """A frame as the consumer sends it: prepared at the (tiny) backbone's geometry."""
+    return FrameInput(domain, prepare_frame(image, size))
+
+
 def assert_rejected(outcome, *needles: str, reason: DeadLetterReason = DeadLetterReason.INFERENCE_ERROR) -> None:
     assert isinstance(outcome, Rejected), outcome
     assert outcome.reason is reason
@@ -71,20 +78,20 @@ def test_bad_frames_and_broken_domains_fail_alone_in_one_mixed_batch(
     register(registry, stranger, "foreign-backbone")
     engine = engine_for(registry, detector)
     frames = [
-        FrameInput("good", texture(20, size=(80, 64))),
-        FrameInput("corrupt-bank", texture(21)),
-        FrameInput("good", np.full((3, 64, 64), np.nan, dtype=np.float32)),
-        FrameInput("other", texture(22, size=(64, 96), stripes=9)),
-        FrameInput("good", np.random.default_rng(0).random((3, 4, 4000), dtype=np.float32)),
-        FrameInput("corrupt-record", texture(23)),
-        FrameInput("foreign-backbone", texture(24)),
-        FrameInput("ghost", texture(26)),
-        FrameInput("other", texture(27, stripes=9)),
+        frame("good", texture(20, size=(80, 64))),
+        frame("corrupt-bank", texture(21)),
+        FrameInput("good", np.full((3, 64, 64), np.nan, dtype=np.float16)),
+        frame("other", texture(22, size=(64, 96), stripes=9)),
+        FrameInput("good", np.random.default_rng(0).random((3, 4, 4000), dtype=np.float32)),  # not prepared
+        frame("corrupt-record", texture(23)),
+        frame("foreign-backbone", texture(24)),
+        frame("ghost", texture(26)),
+        frame("other", texture(27, stripes=9)),
     ]
     outcomes = engine.inspect(frames)
     assert_rejected(outcomes[1], "'corrupt-bank' cannot be served", "bank.safetensors")
     assert_rejected(outcomes[2], "frame 2 of domain 'good'", "NaN")
-    assert_rejected(outcomes[4], "frame 4 of domain 'good'", "4x4000", "aspect ratio 1000:1 exceeds 64:1")
+    assert_rejected(outcomes[4], "frame 4 of domain 'good'", "must be (3, 64, 64) float16 pixels", "(3, 4, 4000) float32")
     assert_rejected(outcomes[5], "'corrupt-record' cannot be served", "domain.json")
     assert_rejected(outcomes[6], "'foreign-backbone' cannot be served", "random-seed7", "random-seed0")
     assert_rejected(outcomes[7], "'ghost'", reason=DeadLetterReason.UNKNOWN_DOMAIN)
@@ -94,7 +101,9 @@ def test_bad_frames_and_broken_domains_fail_alone_in_one_mixed_batch(
         alone = engine.inspect([frames[index]])[0]
         assert outcome.score == pytest.approx(alone.score, abs=1e-6)
         assert outcome.reference_version == record.reference_version
-        assert outcome.anomaly_map.shape == frames[index].image.shape[1:]
+        assert outcome.anomaly_map.shape == (64, 64) and outcome.anomaly_map.dtype == np.float16  # model resolution
+    with pytest.raises(InvalidImageError, match="4x4000: aspect ratio 1000:1 exceeds 64:1"):  # refused where it is prepared
+        prepare_frame(np.random.default_rng(0).random((3, 4, 4000), dtype=np.float32), 64)
 
 
 def test_a_bank_of_another_feature_shape_is_refused_before_scoring(detector: InCTRLv2) -> None:
@@ -120,7 +129,7 @@ def test_an_unexpected_error_scoring_one_domain_fails_only_that_domains_frames(
         return record.threshold
 
     engine = engine_for(registry, detector, threshold_for)
-    outcomes = engine.inspect([FrameInput("fragile", texture(1)), FrameInput("steady", texture(2)), FrameInput("fragile", texture(3))])
+    outcomes = engine.inspect([frame("fragile", texture(1)), frame("steady", texture(2)), frame("fragile", texture(3))])
     for outcome in (outcomes[0], outcomes[2]):
         assert_rejected(outcome, "scoring 2 frame(s) of domain 'fragile'", "KeyError", "no threshold policy")
     assert isinstance(outcomes[1], Scored) and outcomes[1].threshold == 0.5
@@ -131,11 +140,11 @@ def test_cuda_out_of_memory_splits_the_batch_and_a_frame_that_still_fails_is_ret
 ) -> None:
     register(registry, detector, "alpha")
     engine = engine_for(registry, detector)
-    frames = [FrameInput("alpha", texture(30 + i)) for i in range(5)]
+    frames = [frame("alpha", texture(30 + i)) for i in range(5)]
     expected = [o.score for o in engine.inspect(frames)]
     encode = detector.encode
     calls: list[int] = []
-    poisoned = torch.from_numpy(frames[3].image)
+    poisoned = torch.from_numpy(frames[3].pixels).float()
 
     def encode_on_a_small_gpu(images: torch.Tensor):  # noqa: ANN202 - stands in for a GPU that is not here
         calls.append(len(images))
@@ -169,7 +178,7 @@ def test_a_bank_whose_device_copy_fails_fails_only_its_domain(
 
     monkeypatch.setattr(PromptBank, "on", copy_to_a_gpu)
     engine = engine_for(registry, detector)
-    outcomes = engine.inspect([FrameInput("unmovable", texture(1)), FrameInput("fine", texture(2)), FrameInput("no-room", texture(3))])
+    outcomes = engine.inspect([frame("unmovable", texture(1)), frame("fine", texture(2)), frame("no-room", texture(3))])
     assert_rejected(outcomes[0], "'unmovable' cannot be served", "illegal memory access")
     assert isinstance(outcomes[1], Scored)
     assert isinstance(outcomes[2], Retryable) and "'no-room' cannot be served" in outcomes[2].detail

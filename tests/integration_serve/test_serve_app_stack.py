@@ -3,6 +3,8 @@ replacement, broken domains and bad frames in mixed batches, and transient failu
 a replica killed) reported as retryable."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,19 +21,28 @@ from services.consumer.frame_consumer import FrameConsumer
 from services.protocol.outcomes import DecodedFrame, Retryable, Scored
 from services.protocol.messages import DeadLetterReason, InspectionRequest, InspectionResult
 from services.producer.frame_producer import FrameProducer
-from services.serving.app import InspectionClient
-from services.serving.engine import FrameInput
+from services.consumer.serve_client import InspectionClient
+from services.imaging.geometry import prepare_frame, restore_map
+from services.protocol.outcomes import FrameInput
 
 from .conftest import MAX_REFERENCES, ServedApp, png_bytes, texture
 
 pytestmark = pytest.mark.integration
 
 
+INPUT_SIZE = 64  # the tiny backbone's
+
+
 def decoded(domain: str, image: np.ndarray) -> DecodedFrame:
     request = InspectionRequest(
         frame_id="probe", domain=domain, line="line-x", timestamp=datetime.now(timezone.utc), image=png_bytes(image)
     )
-    return DecodedFrame(request=request, image=image)
+    return DecodedFrame(request=request, image=image, pixels=prepare_frame(image, INPUT_SIZE))
+
+
+def unpreparable(domain: str, image: np.ndarray, pixels: np.ndarray) -> DecodedFrame:
+    """A frame whose pixels are not what prepare_frame makes (a broken or foreign client)."""
+    return replace(decoded(domain, np.zeros((3, 8, 8), np.float32)), image=image, pixels=pixels)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -80,14 +91,15 @@ def test_http_inspect_stores_result_and_refuses_bad_requests(served_app: ServedA
 
 
 def test_mixed_domain_batch_scores_equal_single_frame_scores(served_app: ServedApp) -> None:
-    frames = [FrameInput("alpha" if i % 2 else "beta", texture(200 + i, stripes=4 + i % 3)) for i in range(6)]
-    outcomes = InspectionClient(served_app.app_name)([decoded(f.domain, f.image) for f in frames])
-    for frame, outcome in zip(frames, outcomes):
+    frames = [("alpha" if i % 2 else "beta", texture(200 + i, stripes=4 + i % 3)) for i in range(6)]
+    outcomes = InspectionClient(served_app.app_name)([decoded(domain, image) for domain, image in frames])
+    for (domain, image), outcome in zip(frames, outcomes):
         assert isinstance(outcome, Scored), outcome
-        bank = served_app.registry.load(frame.domain).bank
-        alone = served_app.detector.detect(torch.from_numpy(frame.image)[None], bank)
-        assert outcome.score == pytest.approx(float(alone.scores[0]), abs=1e-5)
-        np.testing.assert_allclose(outcome.anomaly_map, alone.maps[0].numpy(), atol=1e-4)
+        # Today's path, in process on the full-resolution float image: the same score and map within 1e-3.
+        alone = served_app.detector.detect(torch.from_numpy(image)[None], served_app.registry.load(domain).bank)
+        assert outcome.score == pytest.approx(float(alone.scores[0]), abs=1e-3)
+        assert outcome.anomaly_map.shape == (INPUT_SIZE, INPUT_SIZE)  # model resolution: the writer restores it
+        np.testing.assert_allclose(restore_map(outcome.anomaly_map, *image.shape[1:]), alone.maps[0].numpy(), atol=1e-3)
     assert {o.reference_version for o in outcomes} == {"alpha/v1", "beta/v1"}
 
 
@@ -152,31 +164,40 @@ def test_a_corrupt_bank_and_bad_frames_fail_alone_in_mixed_batches_of_the_runnin
     bank_key = served_app.registry.uri.split("/", 3)[3] + f"gamma/v{record.version}/bank.safetensors"
     served_app.store.put_bytes(served_app.registry.bucket, bank_key, b"not a safetensors file at all")
     frames = [
-        FrameInput("alpha", texture(610)),
-        FrameInput("gamma", texture(611, stripes=6)),
-        FrameInput("beta", texture(612, stripes=9)),
-        FrameInput("alpha", np.full((3, 32, 32), np.nan, np.float32)),
-        FrameInput("alpha", texture(613, size=(4, 1000))),
-        FrameInput("gamma", texture(614, stripes=6)),
+        ("alpha", texture(610)),
+        ("gamma", texture(611, stripes=6)),
+        ("beta", texture(612, stripes=9)),
+        ("alpha", np.full((3, 32, 32), np.nan, np.float32)),
+        ("alpha", texture(613, size=(4, 1000))),
+        ("gamma", texture(614, stripes=6)),
     ]
-    outcomes = InspectionClient(served_app.app_name)([decoded(f.domain, f.image) for f in frames])
+    sent = [decoded(domain, image) for domain, image in frames[:3]] + [
+        unpreparable("alpha", frames[3][1], np.full((3, INPUT_SIZE, INPUT_SIZE), np.nan, np.float16)),
+        unpreparable("alpha", frames[4][1], np.zeros((3, 4, 1000), np.float16)),
+        decoded(*frames[5]),
+    ]
+    outcomes = InspectionClient(served_app.app_name)(sent)
     assert [type(o).__name__ for o in outcomes] == ["Scored", "Rejected", "Scored", "Rejected", "Rejected", "Rejected"]
     for outcome in (outcomes[1], outcomes[5]):
         assert outcome.reason is DeadLetterReason.INFERENCE_ERROR and "domain 'gamma' cannot be served" in outcome.detail
         assert "bank.safetensors" in outcome.detail
-    assert "NaN" in outcomes[3].detail and "aspect ratio 250:1" in outcomes[4].detail
+    assert "NaN" in outcomes[3].detail and "must be (3, 64, 64) float16 pixels" in outcomes[4].detail
     for index in (0, 2):
-        alone = served_app.detector.detect(torch.from_numpy(frames[index].image)[None], served_app.registry.load(frames[index].domain).bank)
-        assert outcomes[index].score == pytest.approx(float(alone.scores[0]), abs=1e-5)
+        domain, image = frames[index]
+        alone = served_app.detector.detect(torch.from_numpy(image)[None], served_app.registry.load(domain).bank)
+        assert outcomes[index].score == pytest.approx(float(alone.scores[0]), abs=1e-3)
 
-    manifest = BatchManifest(frames=[BatchFrame(domain=f.domain, line="line-m", frame_id=f"m-{i}") for i, f in enumerate(frames)])
+    # Encoded images from other HTTP clients: the ingress decodes and prepares them (and refuses the 250:1 one).
+    manifest = BatchManifest(frames=[BatchFrame(domain=domain, line="line-m", frame_id=f"m-{i}") for i, (domain, _) in enumerate(frames)])
     parts = [("manifest", (None, manifest.model_dump_json(), "application/json"))]
-    parts += [("images", (f"m-{i}", b"\x89PNG broken" if i == 3 else png_bytes(f.image), "image/png")) for i, f in enumerate(frames)]
+    parts += [("images", (f"m-{i}", b"\x89PNG broken" if i == 3 else png_bytes(image), "image/png")) for i, (_, image) in enumerate(frames)]
     answer = requests.post(f"{served_app.http_url}/v1/inspect/batch", files=parts, headers=bearer(stack_endpoints.api_token("consumer")), timeout=60)
     assert answer.status_code == 200, answer.text
     wire = BatchInspectionResponse.model_validate_json(answer.content).outcomes
     assert [o.error.code if o.error else "scored" for o in wire] == ["scored", "inference_error", "scored", "inference_error", "inference_error", "inference_error"]
     assert "image rejected" in wire[3].error.detail and "gamma" in wire[5].error.detail
+    assert "aspect ratio 250:1" in wire[4].error.detail
+    assert wire[0].map_shape == (INPUT_SIZE, INPUT_SIZE) and wire[0].original_size == frames[0][1].shape[1:]
 
 
 FRAGILE_BATCH_WAIT_S = 10.0
@@ -201,9 +222,10 @@ def fragile_app(served_app: ServedApp, tmp_path) -> Iterator[str]:
     from ray import serve
 
     from services.serving.app import build_app
+    from services.serving.deployment_config import deployment_config_from_args
 
     checkpoint = served_app.detector.save(tmp_path / "checkpoint")
-    serve.run(build_app(fragile_args(served_app, str(checkpoint))), name="fragile", route_prefix="/fragile")
+    serve.run(build_app(deployment_config_from_args(fragile_args(served_app, str(checkpoint)))), name="fragile", route_prefix="/fragile")
     try:
         yield "fragile"
     finally:
@@ -249,7 +271,7 @@ def test_timeouts_back_pressure_and_a_killed_replica_are_retryable_never_bad_inp
     time.sleep(FRAGILE_BATCH_WAIT_S + 0.5)
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(f"SERVE_REPLICA::{fragile_app}#pool")]
     assert len(replicas) == 1
-    pending = client._handle.inspect_frames.remote([FrameInput("alpha", texture(750))])
+    pending = client._handle.inspect_frames.remote([FrameInput("alpha", prepare_frame(texture(750), INPUT_SIZE))])
     time.sleep(1.0)
     ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]))
     killed = pending.result(timeout_s=30)[0]

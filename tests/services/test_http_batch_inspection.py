@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -22,7 +23,7 @@ from pydantic import SecretStr
 
 from services.auth import Scope, TokenAuthority, TokenGrant
 
-from services.protocol.batch import BatchFrame, BatchInspectionResponse, BatchManifest, FrameOutcome
+from services.protocol.batch import BatchFrame, BatchInspectionResponse, BatchManifest, FrameOutcome, ModelInfo, pixels_from_part
 from services.serving.http_api import DomainRegistration, InspectionRetryLater, create_http_app
 from services.consumer.http_client import (
     HttpInspectionClient,
@@ -34,7 +35,8 @@ from services.metrics import InspectionMetrics
 from services.registry.domain_registry import DomainRecord, RegistryError
 from services.serving.settings import ServingSettings
 from services.imaging.decoding import ImageDecodeError, decode_image
-from services.results.encoding import encode_map_png
+from services.imaging.geometry import prepare_frame
+from services.results.writer import InvalidOutcomeError, encode_result
 
 SLOW_S = 1.5
 INSPECT_TOKEN = "inspect-token-0123456789"
@@ -47,6 +49,7 @@ GRANTS = {
 }
 MAX_UPLOAD_BYTES = 200_000
 MAX_BATCH_FRAMES = 6
+INPUT_SIZE = 16
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -71,6 +74,9 @@ class MeanGateway:
             raise InspectionRetryLater("every replica is busy")
         return BatchInspectionResponse(outcomes=[FrameOutcome.from_outcome(f.frame_id, score(f, i)) for f, i in zip(frames, images)])
 
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo(input_size=INPUT_SIZE, model_version="mean@1")
+
     async def health(self) -> dict[str, object]:
         return {"status": "ok"}
 
@@ -86,8 +92,8 @@ def score(frame: BatchFrame, image: bytes) -> InspectionOutcome:
     if frame.domain == "unknown":
         return Rejected(DeadLetterReason.UNKNOWN_DOMAIN, f"domain {frame.domain!r} is not registered")
     try:
-        pixels = decode_image(image)
-    except ImageDecodeError as error:
+        pixels = pixels_from_part(image, INPUT_SIZE, frame.frame_id).astype(np.float32) if frame.original_size else decode_image(image)
+    except (ImageDecodeError, ValueError) as error:
         return Rejected(DeadLetterReason.INFERENCE_ERROR, f"image rejected: {error}")
     return Scored(float(pixels.mean()), pixels.mean(axis=0), 0.5, "mean@1", f"{frame.domain}/v1")
 
@@ -166,9 +172,25 @@ def test_batch_returns_outcomes_in_order_with_maps_as_stored(app_server: AppServ
         assert got.score == pytest.approx(expected.score) and got.threshold == 0.5
         assert got.reference_version == f"{sent.request.domain}/v1" and got.model_version == "mean@1"
         assert got.anomaly_map.shape == sent.image.shape[1:]
-        np.testing.assert_allclose(got.anomaly_map, expected.anomaly_map, atol=1 / 131070 + 1e-7)
-        # The consumer writes map.png from the transferred map: identical to one written from the float map.
-        assert encode_map_png(got.anomaly_map) == encode_map_png(expected.anomaly_map)
+        # Maps travel as float16: within the service's 1e-3 promise of the map the detector made.
+        np.testing.assert_allclose(got.anomaly_map.astype(np.float32), expected.anomaly_map, atol=5e-4)
+
+
+def test_prepared_frames_travel_as_pixels_with_their_size_and_the_input_size_is_asked_once(
+    app_server: AppServer, gateway: MeanGateway
+) -> None:
+    client = HttpInspectionClient(app_server.url, timeout_s=10, token=SecretStr(INSPECT_TOKEN))
+    assert client.input_size() == INPUT_SIZE
+    sent = [frame("capsule", f"p-{i}", png(i, (40 + 8 * i, 56))) for i in range(3)]
+    prepared = [replace(f, pixels=prepare_frame(f.image, client.input_size())) for f in sent]
+    outcomes = client(prepared)
+    for ready, got in zip(prepared, outcomes):
+        assert isinstance(got, Scored) and got.anomaly_map.shape == (INPUT_SIZE, INPUT_SIZE)
+        assert got.score == pytest.approx(float(ready.pixels.astype(np.float32).mean()), abs=1e-6)
+    unprepared = client(sent[:1])[0]  # an image file still works: the ingress decodes it
+    assert isinstance(unprepared, Scored) and unprepared.anomaly_map.shape == sent[0].image.shape[1:]
+    with pytest.raises(ValueError, match="expected 1536 for"):
+        pixels_from_part(b"\x00" * 10, INPUT_SIZE, "frame x")
 
 
 def test_route_refuses_a_manifest_that_does_not_match_the_images(app_server: AppServer) -> None:
@@ -222,13 +244,14 @@ def test_a_timed_out_batch_is_unavailable_and_not_resent(app_server: AppServer, 
 
 def test_invalid_detector_output_becomes_a_frame_error_not_a_failed_batch() -> None:
     broken = Scored(0.4, np.full((4, 4), np.nan, np.float32), 0.5, "m", "r")
-    wire = FrameOutcome.from_outcome("f-0", broken)
-    assert wire.error is not None and wire.error.code == "inference_error" and "NaN" in wire.error.detail
-    decoded = FrameOutcome.model_validate_json(wire.model_dump_json()).to_outcome()
-    assert isinstance(decoded, Rejected) and decoded.reason is DeadLetterReason.INFERENCE_ERROR
+    decoded = FrameOutcome.model_validate_json(FrameOutcome.from_outcome("f-0", broken).model_dump_json()).to_outcome()
+    # The writer validates once, where the map is restored: that frame alone is the detector's error.
+    request = InspectionRequest(frame_id="f-0", domain="d", line="l", timestamp=datetime.now(timezone.utc), image=b"x")
+    with pytest.raises(InvalidOutcomeError, match="NaN"):
+        encode_result(request, np.zeros((3, 8, 8), np.float32), decoded, "b")
     with pytest.raises(ValueError, match="either score, threshold and map, or an error"):
         FrameOutcome(frame_id="f-1", score=0.3)
-    short = FrameOutcome(frame_id="f-2", score=0.3, threshold=0.5, map_shape=(4, 4), map_levels="AAAA")
+    short = FrameOutcome(frame_id="f-2", score=0.3, threshold=0.5, map_shape=(4, 4), map_f16="AAAA")
     with pytest.raises(ValueError, match="map has 3 bytes, expected 32 for 4x4"):
         short.to_outcome()
 

@@ -13,7 +13,7 @@ from services.protocol.outcomes import Scored
 from services.results.map_regions import MAX_BOXES, defect_boxes, map_statistics
 from services.protocol.messages import InspectionRequest, MapStatistics
 from services.results.encoding import region_outline, render_overlay_jpeg
-from services.results.writer import checked_map, write_result
+from services.results.writer import encode_result, write_result
 
 
 def _square_map() -> np.ndarray:
@@ -91,10 +91,12 @@ def _request() -> InspectionRequest:
 def test_result_writer_reports_boxes_against_the_pixel_threshold() -> None:
     outcome = Scored(score=0.9, anomaly_map=_square_map(), threshold=0.5, model_version="m", reference_version="capsule/v1",
                      map_threshold=0.3, map_range=(0.2, 0.34))  # fmt: skip
-    _, statistics = checked_map(outcome)
+    image = np.full((3, 96, 128), 0.5, dtype=np.float32)
+    statistics = encode_result(_request(), image, outcome, "b").result.map_statistics
     assert statistics.threshold == 0.3 and statistics.regions == 1 and statistics.boxes[0].x_min == 70
-    result = write_result(_request(), np.full((3, 96, 128), 0.5, dtype=np.float32), outcome, time.monotonic(), "b", None)
+    result = write_result(_request(), image, outcome, time.monotonic(), "b", None)
     assert result.map_statistics.boxes == statistics.boxes and result.map_statistics.display_range == (0.2, 0.34)
     # Without a calibrated pixel threshold the image threshold stands in (records from before calibration).
     legacy = Scored(score=0.9, anomaly_map=_square_map(), threshold=0.3, model_version="m", reference_version="capsule/v1")
-    assert checked_map(legacy)[1].regions == 1 and checked_map(legacy)[1].display_range is None
+    legacy_statistics = encode_result(_request(), image, legacy, "b").result.map_statistics
+    assert legacy_statistics.regions == 1 and legacy_statistics.display_range is None

@@ -170,7 +170,6 @@ Only keys present in values are emitted, so DeploymentConfig's defaults apply to
     "nn_backend" $serve.nnBackend
     "registry_prefix" $serve.registryPrefix
     "references_revision" (toString $serve.referencesRevision)
-    "default_threshold" $serve.defaultThreshold
     "detector_timeout_s" $serve.detectorTimeoutS
     "batch" (dict "max_batch_size" $serve.batch.maxBatchSize "batch_wait_timeout_s" $serve.batch.batchWaitTimeoutS)
     "pool" (include "inctrl.deploymentArgs" $serve.pool | fromYaml)
