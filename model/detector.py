@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from .grid_maps import GridToImage
 from .heads import HeadOutputs, InCTRLv2Heads, text_score
 from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
 from .prompts import orthogonal_prototypes, text_prototypes
+from .residuals import prompt_prototype
 from .standardisation import (
     GLOBAL,
     IMAGE,
@@ -32,6 +33,7 @@ from .standardisation import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -121,6 +123,15 @@ class InCTRLv2(nn.Module):
         bank.coreset_for(self.config.nn_max_references)  # selected here, once, and stored with the bank
         return bank
 
+    def _kept_for_heads(self, bank: PromptBank, name: str, compute: Callable[[], T]) -> T:
+        """``compute()``, a query-independent value of the bank and the heads, kept in the bank while the heads'
+        weights stay the same. Computed afresh when gradients may flow (training): a kept graph would be stale."""
+        if self.heads.training or torch.is_grad_enabled():
+            return compute()
+        tensors = (*self.heads.parameters(), *self.heads.buffers())
+        state = (torch.is_inference_mode_enabled(), *((id(t), t.data_ptr(), t._version) for t in tensors))
+        return bank.derived(name, state, compute)
+
     def head_outputs(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank) -> HeadOutputs:
         """Every head quantity for encoded queries of one domain."""
         if bank.backbone_id != self.backbone_id:
@@ -129,7 +140,12 @@ class InCTRLv2(nn.Module):
             )
         bank = bank.on(embedding.device)
         search = bank.search(self.config.nn_backend, self.config.nn_chunk_rows, self.config.nn_max_references)
-        max_cosine = search.max_cosine(F.normalize(patches, dim=-1))  # (B, L, N)
+        # References are unit rows, so x.r / |x| is the cosine and the nearest reference is the same for x and
+        # x / |x|: dividing the (B, L, N) maxima costs less than normalising the (B, L, N, W) queries.
+        norms = torch.linalg.vector_norm(patches, dim=-1).clamp_min(1e-12)  # F.normalize's eps
+        max_cosine = search.max_cosine(patches) / norms  # (B, L, N)
+        prompts = bank.embeddings[None]
+        prototype = self._kept_for_heads(bank, "prompt_prototype", lambda: prompt_prototype(self.heads.psi, prompts))
         return self.heads(
             embedding,
             patches,
@@ -138,6 +154,7 @@ class InCTRLv2(nn.Module):
             bank.text[None],
             self.backbone.logit_scale if self.backbone.has_text else None,
             self.config.patch_temperature,
+            prototype,
         )
 
     def components(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> dict[str, torch.Tensor]:
@@ -157,10 +174,7 @@ class InCTRLv2(nn.Module):
         Computed once per bank and state of the heads and kept in the bank: they do not depend on the queries,
         and recomputing them cost every call psi and eta on H x (K - 1) prompts (57 ms at K = 64 on the CPU).
         """
-        if self.heads.training:
-            return self._reference_components(bank)
-        state = tuple((id(t), t.data_ptr(), t._version) for t in (*self.heads.parameters(), *self.heads.buffers()))
-        return bank.derived("reference_components", state, lambda: self._reference_components(bank))
+        return self._kept_for_heads(bank, "reference_components", lambda: self._reference_components(bank))
 
     def _reference_components(self, bank: PromptBank) -> dict[str, torch.Tensor] | None:
         loo = bank.leave_one_out()

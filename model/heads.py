@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .residuals import image_residual, patch_residual
+from .residuals import patch_residual, prompt_prototype, query_adapted
 
 
 class ResidualAdapter(nn.Sequential):
@@ -67,8 +67,10 @@ class PatchAdapter(nn.Module):
                 dots = torch.einsum("bnw,bcw->bnc", x, text @ weight) + (text @ bias)[:, None, :]
                 squared = ((x @ (weight.T @ weight)) * x).sum(-1) + 2 * x @ (weight.T @ bias) + bias @ bias
                 cosines.append(dots / squared.clamp_min(1e-24).sqrt()[..., None])
-            else:
-                cosines.append(torch.einsum("bne,bce->bnc", F.normalize(proj(x), dim=-1), text))
+            else:  # cos = y.t / |y|: the (B, N, E) projection is never divided, only its (B, N, C) dots
+                y = proj(x)
+                norms = torch.linalg.vector_norm(y, dim=-1, keepdim=True).clamp_min(1e-12)  # F.normalize's eps
+                cosines.append((y @ text.transpose(1, 2)) / norms)
         return torch.stack(cosines, dim=1)
 
 
@@ -123,8 +125,11 @@ class InCTRLv2Heads(nn.Module):
         text: torch.Tensor,  # (B or 1, 2, E)
         logit_scale: float | None,  # None: image-only backbone, no s_q
         temperature: float,
+        prototype: torch.Tensor | None = None,  # (B or 1, E) prompt_prototype(psi, prompt_embeddings), if known
     ) -> HeadOutputs:
-        residual = image_residual(self.psi, embedding, prompt_embeddings)
+        if prototype is None:
+            prototype = prompt_prototype(self.psi, prompt_embeddings)
+        residual = query_adapted(self.psi, embedding) - prototype  # Eq 1-2
         dasl_n, dasl_a = text_softmax_maps(self.dasl, patches, text, temperature)
         oasl_n, oasl_a = text_softmax_maps(self.oasl, patches, text, temperature)
         return HeadOutputs(

@@ -18,7 +18,8 @@ from .coreset import reduce_references
 
 class PatchSearch(Protocol):
     def max_cosine(self, queries: torch.Tensor) -> torch.Tensor:
-        """(B, L, N, W) L2-normalised -> (B, L, N) cosine to the nearest reference patch of the same layer."""
+        """(B, L, N, W) -> (B, L, N) largest inner product with a (unit) reference patch of the same layer:
+        for L2-normalised queries, the cosine to the nearest one."""
 
 
 def trimmed_layers(references: torch.Tensor) -> list[torch.Tensor]:

@@ -15,9 +15,17 @@ def image_residual(adapter: nn.Module, embedding: torch.Tensor, prompt_embedding
     embedding (B, E); prompt_embeddings (B or 1, K, E). Embeddings are L2-normalised first so that one
     adapter serves backbones whose embedding norms differ by orders of magnitude.
     """
-    query = adapter(F.normalize(embedding, dim=-1))  # (B, E)
-    prototype = adapter(F.normalize(prompt_embeddings, dim=-1)).mean(dim=1)  # (B or 1, E)
-    return query - prototype
+    return query_adapted(adapter, embedding) - prompt_prototype(adapter, prompt_embeddings)
+
+
+def query_adapted(adapter: nn.Module, embedding: torch.Tensor) -> torch.Tensor:
+    """psi(f_v(x)) of normalised query embeddings (B, E) -> (B, E)."""
+    return adapter(F.normalize(embedding, dim=-1))
+
+
+def prompt_prototype(adapter: nn.Module, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """I_p = mean_k psi(f_v(x'_k)): (B or 1, K, E) -> (B or 1, E). Query-independent: a served bank's is kept."""
+    return adapter(F.normalize(prompt_embeddings, dim=-1)).mean(dim=1)
 
 
 def patch_residual(max_cosine: torch.Tensor) -> torch.Tensor:

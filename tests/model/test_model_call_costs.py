@@ -17,14 +17,18 @@ def _standardised() -> InCTRLv2:
 def test_reference_components_are_computed_once_per_bank_and_heads(make_images) -> None:
     det = _standardised()  # its own detector: the test changes its heads
     bank = det.build_prompt_bank(make_images(4, 64, seed=80), "widget")
+    with torch.inference_mode():  # as scoring runs
+        _check_kept_until_the_heads_change(det, bank)
+
+
+def _check_kept_until_the_heads_change(det: InCTRLv2, bank) -> None:
     first = det.reference_components(bank)
     assert first is not None and det.reference_components(bank) is first  # kept, not recomputed
     fresh = det._reference_components(bank)
     for name, values in first.items():
         assert torch.equal(values, fresh[name]), name
     # New head weights (training, a checkpoint load) give new components, not the stale ones.
-    with torch.no_grad():
-        det.heads.psi[0].weight.mul_(3.0)
+    det.heads.psi[0].weight.mul_(3.0)
     changed = det.reference_components(bank)
     assert changed is not first and not torch.equal(changed["image"], first["image"])
     assert torch.equal(changed["patch"], first["patch"])  # head-independent parts are the same values
@@ -35,9 +39,12 @@ def test_reference_components_in_training_mode_are_not_cached(make_images) -> No
     bank = det.build_prompt_bank(make_images(3, 64, seed=81), "widget")
     det.heads.train()
     try:
-        assert det.reference_components(bank) is not det.reference_components(bank)
+        with torch.inference_mode():
+            assert det.reference_components(bank) is not det.reference_components(bank)
     finally:
         det.heads.eval()
+    # Eval mode but gradients on (a kept graph would go stale): not kept either.
+    assert det.reference_components(bank) is not det.reference_components(bank)
 
 
 def test_search_skips_zero_padded_columns_and_stays_exact() -> None:
@@ -81,3 +88,22 @@ def test_detector_maps_are_those_of_eq_17_with_the_blur(tiny_detector: InCTRLv2,
     b = det.backbone
     expected = gaussian_blur(fused_map(outputs, b.grid, b.image_size, det.config.beta), det.config.blur_sigma).clamp(0, 1)
     torch.testing.assert_close(maps, expected, atol=1e-6, rtol=0)
+
+
+def test_kept_prompt_prototype_follows_the_heads(make_images) -> None:
+    det = _standardised()
+    bank = det.build_prompt_bank(make_images(3, 64, seed=84), "widget")
+    embedding, patches = det.encode(make_images(2, 64, seed=85))
+
+    def image_scores_without_kept_values() -> torch.Tensor:
+        with torch.no_grad():  # gradients "on" path off, nothing kept: the straightforward computation
+            max_cosine = bank.search("torch", 8192, None).max_cosine(torch.nn.functional.normalize(patches, dim=-1))
+            return det.heads(embedding, patches, max_cosine, bank.embeddings[None], bank.text[None], None, 0.07).image_score
+
+    with torch.inference_mode():
+        first = det.head_outputs(embedding, patches, bank).image_score
+        torch.testing.assert_close(first, image_scores_without_kept_values(), atol=1e-6, rtol=0)
+        det.heads.psi[2].weight.mul_(-2.0)
+        second = det.head_outputs(embedding, patches, bank).image_score
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, image_scores_without_kept_values(), atol=1e-6, rtol=0)
