@@ -10,13 +10,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from model import InCTRLv2, InCTRLv2Config
+from model.coreset import layer_coresets
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class BenchRow:
-    stage: str  # "backbone" or "detector"
+    stage: str  # "backbone", "detector", or "coreset" (selection once per bank: batch = patches per layer)
     shots: int | None
     batch: int
     images_per_s: float
@@ -88,7 +89,9 @@ def run_model_bench(
     iters: int = 3,
     device: str | None = None,
 ) -> list[BenchRow]:
-    """Images/s and peak memory of det.encode (bare backbone) and det.detect at each K and batch size.
+    """Images/s and peak memory of det.encode (bare backbone) and det.detect at each K and batch size, and
+    the time of the coreset selection of each bank above the search budget (it runs once, when the bank is
+    built; the bank stores it).
 
     Inputs are random images already at the model resolution, so both stages skip the resize.
     """
@@ -102,6 +105,8 @@ def run_model_bench(
         for k in shots:
             bank = det.build_prompt_bank(torch.rand(k, 3, size, size, generator=generator).to(dev), "object")
             runs.append(("detector", k, lambda bank=bank: det.detect(images, bank)))
+            if batch == batches[0] and bank.coreset is not None:
+                rows.append(_selection_row(bank.patches, k, config.nn_max_references))
         for stage, k, fn in runs:
             with torch.inference_mode(), PeakMemory(dev) as mem:
                 seconds = _time(fn, dev, warmup, iters)
@@ -110,8 +115,19 @@ def run_model_bench(
     return rows
 
 
+def _selection_row(patches: torch.Tensor, shots: int, budget: int) -> BenchRow:
+    """The greedy k-centre selection of one bank's (L, K*N, W) patches, timed once (as the bank build runs it)."""
+    start = time.perf_counter()
+    layer_coresets(patches, budget)
+    seconds = time.perf_counter() - start
+    log.info("bench coreset K=%d: %d patches per layer -> %d in %.2f s", shots, patches.shape[1], budget, seconds)
+    return BenchRow("coreset", shots, int(patches.shape[1]), shots / seconds, 1000 * seconds, 0.0)
+
+
 def format_table(rows: list[BenchRow]) -> str:
     """Markdown table: the detector's rate relative to the bare backbone, and to the smallest K, per batch size."""
+    selections = [r for r in rows if r.stage == "coreset"]
+    rows = [r for r in rows if r.stage != "coreset"]
     backbone_rate = {r.batch: r.images_per_s for r in rows if r.stage == "backbone"}
     detectors = [r for r in rows if r.stage == "detector"]
     smallest_k = {r.batch: r for r in sorted(detectors, key=lambda r: r.shots or 0, reverse=True)}
@@ -126,4 +142,7 @@ def format_table(rows: list[BenchRow]) -> str:
             f"| {r.stage} | {r.shots or '-'} | {r.batch} | {r.images_per_s:.2f} | {r.ms_per_batch:.1f} "
             f"| {r.peak_mem_mb:.0f} | {ratio:.0%} | {versus_k} |"
         )
+    if selections:
+        lines += ["", "| coreset selection (once per bank) | K | patches per layer | seconds |", "|---|---|---|---|"]
+        lines += [f"| all layers | {r.shots} | {r.batch} | {r.ms_per_batch / 1000:.2f} |" for r in selections]
     return "\n".join(lines)
