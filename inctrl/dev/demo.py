@@ -17,7 +17,7 @@ from pipelines.metrics import image_auroc
 from pipelines.synth.generator import generate
 from pipelines.training.config import TrainConfig, TrainData
 from pipelines.training.runner import TrainingError, run_training
-from services.registry.domain_registry import load_reference_images
+from services.registry.references import load_reference_images
 from services.serving.backbone_choice import choose_detector
 from inctrl.dev.local_service import LocalInspectionService, StreamFrame
 

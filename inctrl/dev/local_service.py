@@ -46,6 +46,9 @@ class StreamRun:
 
     results: list[InspectionResult]
     seconds: float
+    stage_cpu_s: dict[str, float]
+    """CPU seconds of the timed run by stage: the consumer's stages (services/consumer/stage_clock.py),
+    then "ingress" and "replica" (their processes, all threads)."""
 
     @property
     def frames_per_s(self) -> float:
@@ -98,17 +101,25 @@ class LocalInspectionService:
 
     def stream(self, frames: list[StreamFrame], warmup: list[StreamFrame]) -> StreamRun:
         """Send warm-up frames, consume them (group join, bank loads), then time the consumption of `frames`."""
-        with FrameConsumer(self.settings, inspect=InspectionClient(self._app_name)) as consumer:
+        with FrameConsumer.connect(self.settings, inspect=InspectionClient(self._app_name)) as consumer:
             self._produce(warmup)
             consumer.run(max_frames=len(warmup), idle_timeout_s=60)
             self._produce(frames)
+            before = {**consumer.clock.snapshot(), **self._service_cpu_s()}
             started = time.monotonic()
             consumer.run(max_frames=len(warmup) + len(frames), idle_timeout_s=60)
             seconds = time.monotonic() - started
+            after = {**consumer.clock.snapshot(), **self._service_cpu_s()}
         wanted = {frame.frame_id for frame in frames}
         events = [InspectionResult.from_bytes(value) for value in read_topic(self.settings.kafka_client_options(), self.settings.results_topic, len(warmup) + len(frames))]
         latest = {event.frame_id: event for event in events if event.frame_id in wanted}
-        return StreamRun(results=list(latest.values()), seconds=seconds)
+        return StreamRun(list(latest.values()), seconds, {stage: after[stage] - before[stage] for stage in after})
+
+    def _service_cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far of the ingress and of the (single) pool replica."""
+        ingress = serve.get_app_handle(self._app_name)
+        replica = serve.get_deployment_handle("pool", self._app_name)
+        return {"ingress": ingress.cpu_seconds.remote().result(), "replica": replica.cpu_seconds.remote().result()}
 
     def _produce(self, frames: list[StreamFrame]) -> None:
         with FrameProducer(self.settings, self.store) as producer:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from model import InCTRLv2
 from pipelines.synth import DOMAINS
 from pipelines.synth.generator import generate
-from services.registry.domain_registry import load_reference_images
+from services.registry.references import load_reference_images
 from services.imaging.decoding import decode_image
 from services.serving.backbone_choice import choose_detector
 from services.serving.bank_cache import BankCache
@@ -54,6 +54,8 @@ class StreamBenchReport(BaseModel):
     latency_p50_ms: float
     latency_p95_ms: float
     latency_p99_ms: float
+    stage_cpu_ms: dict[str, float]
+    """CPU ms per frame by stage of the streamed run (consumer stages, ingress, replica)."""
 
     @property
     def ratio(self) -> float:
@@ -67,6 +69,8 @@ class StreamBenchReport(BaseModel):
             ("stream / in-process", f"{self.ratio:.0%} ({verdict} the {TARGET_RATIO:.0%} target)"),
             ("latency p50 ms", f"{self.latency_p50_ms:.1f}"), ("latency p95 ms", f"{self.latency_p95_ms:.1f}"),
             ("latency p99 ms", f"{self.latency_p99_ms:.1f}"),
+            *((f"cpu ms/frame: {stage}", f"{ms:.2f}") for stage, ms in self.stage_cpu_ms.items()),
+            ("cpu ms/frame: total", f"{sum(self.stage_cpu_ms.values()):.2f}"),
         ]  # fmt: skip
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -107,6 +111,7 @@ def run_stream_bench(options: StreamBenchOptions) -> StreamBenchReport:
         in_process_fps=in_process_fps, stream_fps=run.frames_per_s,
         latency_p50_ms=float(np.percentile(latencies, 50)), latency_p95_ms=float(np.percentile(latencies, 95)),
         latency_p99_ms=float(np.percentile(latencies, 99)),
+        stage_cpu_ms={stage: 1000.0 * seconds / len(run.results) for stage, seconds in run.stage_cpu_s.items()},
     )  # fmt: skip
 
 

@@ -53,7 +53,7 @@ from services.console.settings import ConsoleSettings
 from services.index.repository import DriftLevel, DriftStatus, FrameFilter, IndexedFrame, Review
 from services.protocol.messages import InspectionResult, Verdict
 from services.storage.object_store import ObjectStore, ObjectStoreUnavailable
-from services.registry.domain_registry import ConcurrentUpdateError, DomainRecord, RegistryError, UnknownDomainError
+from services.registry.records import ConcurrentUpdateError, DomainRecord, RegistryError, UnknownDomainError
 from services.imaging.decoding import ImageDecodeError
 
 logger = logging.getLogger(__name__)

@@ -73,7 +73,7 @@ def _clear_errors() -> Iterator[None]:
     """A refused review prints one line naming the frame or domain and exits 2; nothing was changed."""
     from services.console.originals import OriginalImageMissing
     from services.console.review import AlreadyReferenced, FrameNotIndexed
-    from services.registry.domain_registry import RegistryError
+    from services.registry.records import RegistryError
     from services.results.encoding import ImageDecodeError
 
     try:

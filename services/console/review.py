@@ -28,7 +28,8 @@ from services.console.labelled import Label, LabelledExample, LabelledExamples
 from services.console.originals import OriginalImages
 from services.index.repository import IndexedFrame, InspectionIndex, Review, ReviewAction
 from services.storage.object_store import ObjectStore
-from services.registry.domain_registry import DomainRecord, DomainRegistry
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import DomainRecord
 from services.imaging.decoding import decode_image
 
 logger = logging.getLogger(__name__)

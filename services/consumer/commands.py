@@ -41,7 +41,7 @@ def consume_command(
         ray.init(address=address, log_to_driver=False)
         client = InspectionClient(app_name)
     logger.info("frame consumer starting", extra={"inspection": url or f"ray handle ({address})"})
-    consumer = FrameConsumer(settings, inspect=client, max_aspect_ratio=ServingSettings().max_aspect_ratio)
+    consumer = FrameConsumer.connect(settings, inspect=client, max_aspect_ratio=ServingSettings().max_aspect_ratio)
     with ConsumerHealthServer(consumer, consumer.metrics, client.reachable, settings.metrics_port, settings.consumer_stall_s):
         stats = consumer.run_forever()
     typer.echo(json.dumps(stats.log_fields()))

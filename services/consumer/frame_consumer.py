@@ -37,6 +37,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from typing import Any
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -55,6 +56,7 @@ from services.metrics import ConsumerMetrics
 from services.results.keys import result_keys
 from services.storage.object_store import ObjectStore, ObjectStoreUnavailable
 from services.storage.retry import RetryPolicy
+from services.consumer.kafka_clients import KafkaClients
 from services.consumer.stage_clock import StageClock
 from services.imaging.geometry import DEFAULT_MAX_ASPECT_RATIO, prepare_frame
 from services.results.writer import InvalidOutcomeError, encode_result, store_result
@@ -67,6 +69,11 @@ _CLOSE_TIMEOUT_MS = 10_000
 _DETAIL_CHARS = 500
 # Failures that are nobody's input fault: the stream stalls and retries, nothing is dead-lettered for them.
 _INFRASTRUCTURE = (InspectionUnavailable, ObjectStoreUnavailable, KafkaError)
+
+
+def _batch_cap(settings: ServiceSettings) -> int:
+    """Records per poll: never more than may be in flight."""
+    return min(settings.max_poll_records, settings.max_in_flight)
 
 
 def _cause(error: BaseException) -> str:
@@ -162,16 +169,35 @@ class _Exhausted:
 class FrameConsumer:
     """Consumes InspectionRequest messages in a consumer group and turns each into a stored result."""
 
+    @classmethod
+    def connect(
+        cls,
+        settings: ServiceSettings,
+        inspect: InspectFn,
+        store: ObjectStore | None = None,
+        client_id: str = "inctrl-frame-consumer",
+        **options: Any,  # noqa: ANN401 - the constructor's keyword options
+    ) -> FrameConsumer:
+        """A consumer with Kafka clients built from `settings` (and an object store, unless one is given)."""
+        kafka = KafkaClients.connect(settings, client_id, _batch_cap(settings))
+        try:
+            return cls(settings, inspect, kafka, store or ObjectStore.from_settings(settings), **options)
+        except BaseException:
+            kafka.consumer.close(autocommit=False)
+            kafka.producer.close(timeout=0)
+            raise
+
     def __init__(
         self,
         settings: ServiceSettings,
         inspect: InspectFn,
-        store: ObjectStore | None = None,
+        kafka: KafkaClients,
+        store: ObjectStore,
         known_domains: Callable[[str], bool] | None = None,
-        client_id: str = "inctrl-frame-consumer",
         metrics: ConsumerMetrics | None = None,
         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
     ) -> None:
+        """Takes ownership of the Kafka clients (close() closes them); subscribes to the frames topics."""
         self._settings = settings
         self._inspect = inspect
         # The inspect callable's health probe, when it has one: tells a frame's failures from an outage.
@@ -185,7 +211,7 @@ class FrameConsumer:
             initial_backoff_s=settings.inspect_retry_initial_backoff_s,
             max_backoff_s=settings.inspect_retry_max_backoff_s,
         )
-        self._store = store or ObjectStore.from_settings(settings)
+        self._store = store
         self._buckets_ready = False  # made sure of by the loop, so that an unreachable store stalls, not fails
         self._decoder = FrameRecordDecoder(settings, self._store, known_domains)
         self._letters = DeadLetterBuilder(settings, self._store)
@@ -200,10 +226,9 @@ class FrameConsumer:
         self._keys_in_use: set[str] = set()
         self._keys_free = threading.Condition(self._key_lock)
         self.stats = ConsumerStats()
-        batch_cap = min(settings.max_poll_records, settings.max_in_flight)
-        connection = settings.kafka_client_options()
-        self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
+        batch_cap = _batch_cap(settings)
+        self._consumer: KafkaConsumer = kafka.consumer
+        self._producer: KafkaProducer = kafka.producer
         self._workers = ThreadPoolExecutor(settings.s3_write_concurrency, thread_name_prefix="frame-io")
         # One thread per micro-batch that max_in_flight lets be in flight at once (at least two, so that
         # one batch is inspected while the one before it is stored).
@@ -211,22 +236,6 @@ class FrameConsumer:
             max(2, -(-settings.max_in_flight // batch_cap)), thread_name_prefix="frame-batch"
         )
         try:
-            self._producer = KafkaProducer(
-                **connection, client_id=client_id, acks="all", linger_ms=5, max_request_size=settings.max_message_bytes
-            )
-            self._consumer = KafkaConsumer(
-                **connection,
-                group_id=settings.consumer_group,
-                client_id=client_id,
-                enable_auto_commit=False,
-                auto_offset_reset=settings.auto_offset_reset,
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=settings.heartbeat_interval_ms,
-                max_poll_records=batch_cap,
-                # Tansu does not cap message sizes: fetch what the consumer may refuse as oversize.
-                fetch_max_bytes=max(52_428_800, 2 * settings.max_message_bytes),
-                max_partition_fetch_bytes=max(1_048_576, 2 * settings.max_message_bytes),
-            )
             self._consumer.subscribe(settings.frames_topics, listener=self._membership)
         except BaseException:
             self.close()
@@ -260,12 +269,9 @@ class FrameConsumer:
             ("pipeline", lambda: self._pipeline.shutdown(wait=True, cancel_futures=True)),
             ("object writers", lambda: self._workers.shutdown(wait=True, cancel_futures=True)),
         ]
-        if self._consumer is not None:
-            consumer = self._consumer
-            steps.append(("kafka consumer", lambda: consumer.close(autocommit=False)))
-        if self._producer is not None:
-            producer = self._producer
-            steps.append(("kafka producer", lambda: producer.close(timeout=_CLOSE_TIMEOUT_MS / 1000)))
+        consumer, producer = self._consumer, self._producer
+        steps.append(("kafka consumer", lambda: consumer.close(autocommit=False)))
+        steps.append(("kafka producer", lambda: producer.close(timeout=_CLOSE_TIMEOUT_MS / 1000)))
         for name, step in steps:
             try:
                 step()
@@ -295,7 +301,6 @@ class FrameConsumer:
         Batches already inspected when the loop ends are finished (published, committed); the rest are left
         uncommitted for replay.
         """
-        assert self._consumer is not None
         settings = self._settings
         batch_cap = min(settings.max_poll_records, settings.max_in_flight)
         idle_since = time.monotonic()
@@ -423,7 +428,6 @@ class FrameConsumer:
 
     def _rewind(self, records: Sequence[ConsumerRecord], why: str) -> None:
         """Seek back to the first offsets of the records so the next polls deliver them again (nothing committed)."""
-        assert self._consumer is not None
         first: dict[TopicPartition, int] = {}
         for record in records:
             partition = TopicPartition(record.topic, record.partition)
@@ -666,7 +670,6 @@ class FrameConsumer:
         )  # fmt: skip
 
     def _publish(self, results: list[InspectionResult], dead: list[DeadLetter]) -> None:
-        assert self._producer is not None
         futures = [
             self._producer.send(self._settings.results_topic, key=f"{r.domain}/{r.line}".encode(), value=r.to_bytes())
             for r in results
@@ -681,7 +684,6 @@ class FrameConsumer:
             future.get(timeout=_SEND_TIMEOUT_S)
 
     def _commit(self, records: Sequence[ConsumerRecord]) -> None:
-        assert self._consumer is not None
         next_offsets: dict[TopicPartition, int] = {}
         for record in records:
             partition = TopicPartition(record.topic, record.partition)

@@ -8,7 +8,9 @@ import logging
 import typer
 
 from model.calibration import DEFAULT_TARGET_FPR
-from services.registry.domain_registry import DomainRecord, DomainRegistry, RegistryError, load_reference_images
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import DomainRecord, RegistryError
+from services.registry.references import load_reference_images
 from services.serving.checkpoint_source import load_detector
 from services.serving.settings import ServingSettings
 from services.settings import ServiceSettings

@@ -36,7 +36,7 @@ sha256 of the bank) when a version is loaded, and refused as CorruptDomainError;
 digest (written before it existed) is trusted by version alone until its next move.
 
 Thresholds are given or calibrated from normal images only (no defects are needed to register a domain):
-calibrate_threshold (model/calibration.py) scores a separate normal set against the full bank, or each of
+calibrate_threshold (services/registry/calibration.py, the statistics in model/calibration.py) scores a separate normal set against the full bank, or each of
 the K references against a bank of the other K-1 (leave-one-out, K encodes), and sets the image threshold
 for a target false-positive rate (default 1%), the pixel threshold (area, boxes, overlay outline) and the
 map's display range; defect images, when given, only report the recall that threshold implies. The target
@@ -46,32 +46,38 @@ reports the recall on the same defects (plus any it is given).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from minio.error import S3Error
-from PIL import Image
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from model import InCTRLv2, PromptBank
-from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
-from services.serving.deployment_config import DOMAIN_NAME_PATTERN
-from services.storage.object_store import ObjectStore, PreconditionFailed
-from services.storage.uri import InvalidS3Uri, S3Uri, is_s3_uri
-from services.imaging.decoding import IMAGE_SUFFIXES, ImageDecodeError, decode_image
+from model.calibration import DEFAULT_TARGET_FPR
+from services.registry.calibration import calibrate_threshold
+from services.registry.records import (
+    ConcurrentUpdateError,
+    CorruptDomainError,
+    DomainPointer,
+    DomainRecord,
+    RegisteredDomain,
+    RegistryError,
+    UnknownDomainError,
+    check_domain_name,
+)
+from services.imaging.decoding import ImageDecodeError, decode_image
 from services.imaging.geometry import stack_for_backbone
+from services.registry.references import ReferenceImages, registry_prefix
 from services.serving.settings import ServingSettings
+from services.storage.object_store import ObjectStore, PreconditionFailed
 
 logger = logging.getLogger(__name__)
 
@@ -87,212 +93,6 @@ _CAS_BACKOFF_S = 0.02
 _REBASE_ATTEMPTS = 3
 
 
-class RegistryError(ValueError):
-    """A registry request that cannot be served; the message names the domain and what is wrong."""
-
-
-class UnknownDomainError(RegistryError, LookupError):
-    """The domain has no registered version."""
-
-
-class ConcurrentUpdateError(RegistryError):
-    """Another writer changed the domain between this request's read and its conditional write; nothing changed."""
-
-
-class CorruptDomainError(RegistryError):
-    """A stored version's objects do not match the digests its pointer and record carry, or do not parse."""
-
-
-class ThresholdCalibration(BaseModel):
-    """How a domain's thresholds were obtained (model/calibration.py): the image threshold for a target
-    false-positive rate, the pixel threshold and the map's display range. Every field added after the first
-    records has a default, so older domain.json files still load (their pixel fields are None)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["given", "leave-one-out", "normal-set"]
-    quantile: float | None = Field(None, description="Records before target-FPR calibration: the normal-score quantile.")
-    margin: float | None = Field(None, description="Records before target-FPR calibration: added to that quantile.")
-    normal_scores: list[float] = Field(default_factory=list, description="The normal scores it was set from.")
-    target_fpr: float | None = Field(None, gt=0.0, lt=0.5, description="False-positive rate the image threshold aims at.")
-    pixel_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Map level above which a pixel is anomalous (area, boxes, outline)."
-    )
-    map_range: tuple[float, float] | None = Field(None, description="Display range of the map's colour scale (low, high).")
-    normal_map_maxima: list[float] = Field(default_factory=list, description="Per-image map maxima the pixel threshold was set from.")
-    defect_scores: list[float] = Field(default_factory=list, description="Scores of the defect images given at calibration.")
-    recall: float | None = Field(
-        None, ge=0.0, le=1.0, description="Fraction of those defect images at or above the threshold; None without any."
-    )
-
-
-class DomainRecord(BaseModel):
-    """domain.json of one version. Fields added after the first records have defaults, so those still load."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    version: int = Field(ge=1)
-    class_name: str
-    shots: int = Field(ge=1)
-    threshold: float = Field(ge=0.0, le=1.0)
-    calibration: ThresholdCalibration
-    backbone_id: str
-    created: AwareDatetime
-    source: str = Field(description="Where the reference images came from (folder or s3:// prefix).")
-    actor: str = Field("unknown", description="Who made this version ('unknown' on records from before actors).")
-    note: str | None = Field(None, description="Why, in the actor's words (e.g. the frame a reviewer marked normal).")
-    parent_version: int | None = Field(
-        None, ge=1, description="The version whose references this one extends (add_references); None for a registration."
-    )
-    references: list[str] = Field(
-        default_factory=list, description="Reference image files under v{N}/references/, in bank order; empty before they were kept."
-    )
-    calibration_images: list[str] = Field(
-        default_factory=list, description="The normal set under v{N}/calibration/ the threshold was calibrated on."
-    )
-    target_fpr: float = Field(
-        DEFAULT_TARGET_FPR, gt=0.0, lt=0.5, description="False-positive rate the image threshold is calibrated for; kept by add_references."
-    )
-    defect_images: list[str] = Field(
-        default_factory=list, description="Defect images under v{N}/defects/ the recall was measured on; they never move the threshold."
-    )
-    bank_sha256: str | None = Field(None, description="sha256 of bank.safetensors; None on records from before digests.")
-
-    @property
-    def reference_version(self) -> str:
-        """The version tag results carry."""
-        return f"{self.name}/v{self.version}"
-
-
-class DomainPointer(BaseModel):
-    """current.json: the serving version, the domain's version counter and, after a delete, its tombstone.
-
-    Only ever replaced by compare-and-swap (see the module docstring). Pointers written before the counter
-    existed hold only version and updated, and still load.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: int | None = Field(
-        ge=1, description="The version replicas serve; None after a delete, or before the first registration lands."
-    )
-    updated: AwareDatetime
-    last_version: int = Field(0, ge=0, description="Highest version number ever allocated; the next is one more.")
-    deleted_through: int = Field(0, ge=0, description="Versions up to this one were deleted and never come back.")
-    digest: str | None = Field(None, description="sha256 of the serving version's domain.json: what the bank cache keys on.")
-    actor: str | None = Field(None, description="Who made the last change.")
-    revision: str = Field(
-        default_factory=lambda: uuid.uuid4().hex, description="Unique per write, so a writer can recognise its own write."
-    )
-
-    def next_version(self) -> int:
-        """The number a new version gets: above every one allocated, served or deleted."""
-        return max(self.last_version, self.version or 0, self.deleted_through) + 1
-
-
-@dataclass(frozen=True)
-class RegisteredDomain:
-    """A domain's record and its bank, as replicas load it; digest is the sha256 of its domain.json."""
-
-    record: DomainRecord
-    bank: PromptBank
-    digest: str
-
-
-def check_domain_name(name: str) -> str:
-    """Domain names become S3 keys and Serve deployment names: keep them to one safe alphabet."""
-    if not re.match(DOMAIN_NAME_PATTERN, name):
-        raise RegistryError(
-            f"domain name {name!r} must be 1-40 lowercase letters, digits or '-', starting and ending with a letter or digit"
-        )
-    return name
-
-
-def _prefix(uri: str) -> S3Uri:
-    try:
-        return S3Uri.parse_prefix(uri)
-    except InvalidS3Uri as error:
-        raise RegistryError(f"expected an s3://bucket/prefix URI: {error}") from error
-
-
-def load_reference_images(source: str, store: ObjectStore | None = None) -> list[np.ndarray]:
-    """Every image in a local folder or under an s3:// prefix, sorted by name, as (3, H, W) float32 in [0, 1]."""
-    if is_s3_uri(source):
-        if store is None:
-            raise RegistryError(f"reading {source} needs an object store")
-        location = _prefix(source)
-        bucket, prefix = location.bucket, location.key
-        keys = [key for key in store.list_keys(bucket, prefix) if Path(key).suffix.lower() in IMAGE_SUFFIXES]
-        named = [(f"s3://{bucket}/{key}", lambda key=key: store.get_bytes(bucket, key)) for key in keys]
-    else:
-        folder = Path(source)
-        if not folder.is_dir():
-            raise RegistryError(f"reference folder {folder} does not exist")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        named = [(str(path), path.read_bytes) for path in files]
-    if not named:
-        raise RegistryError(f"no reference images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
-    images = []
-    for name, read in named:
-        try:
-            images.append(decode_image(read()))
-        except ImageDecodeError as error:
-            raise RegistryError(f"reference image {name}: {error}") from error
-    return images
-
-
-def calibrate_threshold(
-    detector: InCTRLv2,
-    references: torch.Tensor,
-    class_name: str,
-    normals: torch.Tensor | None = None,
-    target_fpr: float = DEFAULT_TARGET_FPR,
-    defects: torch.Tensor | None = None,
-    threshold: float | None = None,
-) -> tuple[float, ThresholdCalibration]:
-    """The image threshold for `target_fpr` and the pixel calibration, from normal images only (a normal
-    set when given, else leave-one-out over K >= 2 references; model/calibration.py). Defect images only
-    measure the recall the threshold implies. A given `threshold` replaces the image threshold; the pixel
-    calibration is still made when the images allow it (K >= 2 or a normal set)."""
-    has_normals = normals is not None and len(normals) > 0
-    if threshold is not None and not has_normals and len(references) < 2:
-        return threshold, ThresholdCalibration(method="given")
-    try:
-        _, found = calibrate(detector, references, class_name, normals, defects, target_fpr)
-    except CalibrationError as error:
-        raise RegistryError(f"{error}; give --threshold") from error
-    chosen = found.threshold if threshold is None else threshold
-    defect_scores = found.defect_scores
-    calibration = ThresholdCalibration(
-        method="given" if threshold is not None else found.method,
-        normal_scores=found.normal_scores,
-        target_fpr=found.target_fpr,
-        pixel_threshold=found.pixel_threshold,
-        map_range=found.map_range,
-        normal_map_maxima=found.normal_map_maxima,
-        defect_scores=defect_scores,
-        recall=sum(s >= chosen for s in defect_scores) / len(defect_scores) if defect_scores else None,
-    )
-    return chosen, calibration
-
-
-def encode_reference(image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, bytes]:
-    """A (C, H, W) or (H, W) image in [0, 1] -> (its 8-bit PNG, decoded back to (3, H, W) float32; the PNG bytes).
-
-    The bank is built from the decoded array, so a version rebuilt from its stored PNGs has the same bank.
-    """
-    array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    if array.shape[0] == 1:
-        array = np.repeat(array, 3, axis=0)
-    levels = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(levels.transpose(1, 2, 0))).save(buffer, format="PNG")
-    return levels.astype(np.float32) / 255.0, buffer.getvalue()
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -300,33 +100,6 @@ def _sha256(data: bytes) -> str:
 def _check_target_fpr(name: str, target_fpr: float) -> None:
     if not 0.0 < target_fpr < 0.5:
         raise RegistryError(f"domain {name!r}: target false-positive rate {target_fpr} is outside (0, 0.5)")
-
-
-@dataclass(frozen=True)
-class _Images:
-    """Images of a new version: what the bank is built from and the PNG files stored with it."""
-
-    arrays: list[np.ndarray]
-    files: list[bytes]
-
-    @classmethod
-    def encode(cls, images: Sequence[np.ndarray | torch.Tensor]) -> _Images:
-        pairs = [encode_reference(image) for image in images]
-        return cls([array for array, _ in pairs], [png for _, png in pairs])
-
-    @classmethod
-    def checked(cls, images: Sequence[np.ndarray | torch.Tensor] | None, size: int, what: str) -> _Images | None:
-        """Optional images, refused when malformed before anything is encoded; None when none are given."""
-        if not images:
-            return None
-        stack_for_backbone(images, size, what)
-        return cls.encode(images)
-
-    def names(self) -> list[str]:
-        return [f"{i:03d}.png" for i in range(len(self.files))]
-
-    def __add__(self, other: _Images) -> _Images:
-        return _Images(self.arrays + other.arrays, self.files + other.files)
 
 
 @dataclass(frozen=True)
@@ -350,7 +123,7 @@ class DomainRegistry:
         if max_references < 1:
             raise ValueError(f"max_references must be >= 1, got {max_references}")
         self._store = store
-        location = _prefix(prefix)
+        location = registry_prefix(prefix)
         self.bucket, self._prefix = location.bucket, location.key
         self.uri = f"s3://{self.bucket}/{self._prefix}"
         self.max_references = max_references
@@ -390,9 +163,9 @@ class DomainRegistry:
         _check_target_fpr(name, target_fpr)
         size = detector.backbone.image_size
         stack_for_backbone(images, size, "reference images")  # refuses malformed images before anything is encoded
-        references = _Images.encode(images)
-        normals = _Images.checked(calibration_images, size, "calibration images")
-        defects = _Images.checked(defect_images, size, "defect images")
+        references = ReferenceImages.encode(images)
+        normals = ReferenceImages.checked(calibration_images, size, "calibration images")
+        defects = ReferenceImages.checked(defect_images, size, "defect images")
         self._check_conditional_writes()
         return self._store_version(
             name, class_name, references, normals, defects, detector, threshold, target_fpr, source, actor, note,
@@ -424,8 +197,8 @@ class DomainRegistry:
             _check_target_fpr(name, target_fpr)
         size = detector.backbone.image_size
         stack_for_backbone(images, size, "added reference images")
-        added = _Images.encode(images)
-        added_defects = _Images.checked(defect_images, size, "defect images")
+        added = ReferenceImages.encode(images)
+        added_defects = ReferenceImages.checked(defect_images, size, "defect images")
         self._check_conditional_writes()
         for attempt in range(1, _REBASE_ATTEMPTS + 1):
             parent = self.show(name)
@@ -599,9 +372,9 @@ class DomainRegistry:
         self,
         name: str,
         class_name: str,
-        references: _Images,
-        normals: _Images | None,
-        defects: _Images | None,
+        references: ReferenceImages,
+        normals: ReferenceImages | None,
+        defects: ReferenceImages | None,
         detector: InCTRLv2,
         threshold: float | None,
         target_fpr: float,
@@ -768,7 +541,7 @@ class DomainRegistry:
         """A version's stored PNGs under v{N}/{folder}/, as (file name, bytes)."""
         return [(name, self._get_bytes(record.name, self._key(record.name, f"v{record.version}", folder, name))) for name in files]
 
-    def _stored_images(self, record: DomainRecord, folder: str, files: Sequence[str]) -> _Images:
+    def _stored_images(self, record: DomainRecord, folder: str, files: Sequence[str]) -> ReferenceImages:
         """A version's stored PNGs, as the images its bank was built from."""
         arrays, data = [], []
         for file_name, png in self._stored_files(record, folder, files):
@@ -778,7 +551,7 @@ class DomainRegistry:
                 key = self._key(record.name, f"v{record.version}", folder, file_name)
                 raise CorruptDomainError(f"domain {record.reference_version}: s3://{self.bucket}/{key}: {error}") from error
             data.append(png)
-        return _Images(arrays, data)
+        return ReferenceImages(arrays, data)
 
     def _version_numbers(self, name: str, pattern: re.Pattern[str]) -> set[int]:
         base = self._key(name)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from services.registry.domain_registry import DomainRegistry, RegisteredDomain, UnknownDomainError
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import RegisteredDomain, UnknownDomainError
 
 logger = logging.getLogger(__name__)
 

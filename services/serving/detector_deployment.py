@@ -14,7 +14,9 @@ from typing import Any
 from ray import serve
 
 from services.protocol.outcomes import FrameInput, InspectionOutcome
-from services.registry.domain_registry import DomainRecord, DomainRegistry, load_reference_images
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import DomainRecord
+from services.registry.references import load_reference_images
 from services.serving.bank_cache import BankCache
 from services.serving.checkpoint_source import load_detector
 from services.serving.deployment_config import BatchSettings, DeploymentConfig

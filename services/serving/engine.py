@@ -32,7 +32,7 @@ from services.imaging.geometry import check_prepared
 from services.protocol.outcomes import FrameInput, InspectionOutcome, Rejected, Retryable, Scored
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStoreUnavailable
-from services.registry.domain_registry import DomainRecord, RegisteredDomain, UnknownDomainError
+from services.registry.records import DomainRecord, RegisteredDomain, UnknownDomainError
 from services.serving.bank_cache import BankCache
 
 logger = logging.getLogger(__name__)

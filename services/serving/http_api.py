@@ -50,7 +50,7 @@ from services.protocol.batch import (
 from services.auth import TOKEN_COOKIE, Principal, Scope, TokenAuthority, Unauthenticated
 from services.protocol.messages import NAME_PATTERN, InspectionResult
 from services.metrics import InspectionMetrics
-from services.registry.domain_registry import DomainRecord, RegistryError, UnknownDomainError
+from services.registry.records import DomainRecord, RegistryError, UnknownDomainError
 from services.imaging.decoding import ImageDecodeError
 from services.serving.settings import ServingSettings
 

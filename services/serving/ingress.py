@@ -29,7 +29,8 @@ from services.metrics import DomainLabels, InspectionMetrics
 from services.protocol.batch import BatchFrame, BatchInspectionResponse, FrameOutcome, ModelInfo, pixels_from_part
 from services.protocol.messages import DeadLetterReason, InspectionRequest, InspectionResult, verdict_for
 from services.protocol.outcomes import FrameInput, InspectionOutcome, Rejected, Retryable, Scored
-from services.registry.domain_registry import DomainRecord, DomainRegistry, UnknownDomainError
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import DomainRecord, UnknownDomainError
 from services.results.writer import write_result
 from services.serving.deployment_config import POOL_DEPLOYMENT_NAME, DeploymentConfig
 from services.serving.detector_deployment import ScoredFrame

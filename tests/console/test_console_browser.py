@@ -77,12 +77,12 @@ class LiveSystem:
 
     def stream(self, frames: list[tuple[str, str, str, np.ndarray]]) -> None:
         """Produce, consume through Serve, index (and run the drift watch): as the deployed system does."""
-        from services.serving.app import InspectionClient
+        from services.consumer.serve_client import InspectionClient
 
         with FrameProducer(self.settings, self.store) as producer:
             for domain, line, frame_id, image in frames:
                 producer.send_image(png_bytes(image), domain, line, frame_id)
-        with FrameConsumer(self.settings, inspect=InspectionClient(APP_NAME)) as consumer:
+        with FrameConsumer.connect(self.settings, inspect=InspectionClient(APP_NAME)) as consumer:
             stats = consumer.run(max_frames=len(frames), idle_timeout_s=60)
         assert stats.results == len(frames) and not stats.dead_letters, stats
         calibrations = RegistryCalibrations(self.registry, refresh_s=0.0)
@@ -102,6 +102,7 @@ def live_system(
     from ray import serve
 
     from services.serving.app import build_app
+    from services.serving.deployment_config import deployment_config_from_args
 
     if ray.is_initialized():
         pytest.fail("the browser test starts its own Ray (its replicas must see this stack's S3); one is already running")
@@ -125,7 +126,7 @@ def live_system(
         "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
         "pool": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
     }  # fmt: skip
-    serve.run(build_app(args), name=APP_NAME, route_prefix=f"/{APP_NAME}")
+    serve.run(build_app(deployment_config_from_args(args)), name=APP_NAME, route_prefix=f"/{APP_NAME}")
 
     index_settings = IndexSettings(
         database_url=f"sqlite:///{tmp_path_factory.mktemp('index') / 'index.sqlite3'}", consumer_group=f"indexers-{suffix}",

@@ -199,7 +199,7 @@ def test_hundreds_of_fuzzed_messages_through_the_real_broker(
 
     collect()
     send_raw(settings_, [(None, value) for value in values])
-    with FrameConsumer(settings_, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+    with FrameConsumer.connect(settings_, statistics_inspector.inspect_by_statistics, object_store) as consumer:
         stats = consumer.run(max_frames=len(values), idle_timeout_s=60)
     assert stats.handled == len(values)
     letters = [DeadLetter.from_bytes(v) for v in read_topic(settings_.dead_letter_topic, sum(stats.dead_letters.values()))]

@@ -47,7 +47,7 @@ def test_every_hostile_class_ends_as_a_result_or_the_right_dead_letter(
     assert len({case.name for case in cases}) >= 30
     send_raw(settings, [(case.key, case.value) for case in cases])
 
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
         stats = consumer.run(max_frames=len(cases), idle_timeout_s=60)  # returning at all: no exit
     assert stats.handled == len(cases)
 

@@ -62,4 +62,4 @@ def _slow_inspect(delay_s: float):  # noqa: ANN202 - test script helper
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    FrameConsumer(ServiceSettings(), _slow_inspect(float(os.environ.get("INSPECT_DELAY_S", "0")))).run_forever()
+    FrameConsumer.connect(ServiceSettings(), _slow_inspect(float(os.environ.get("INSPECT_DELAY_S", "0")))).run_forever()

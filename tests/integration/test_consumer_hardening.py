@@ -93,11 +93,11 @@ def test_a_member_joining_mid_stream_loses_nothing_and_duplicates_no_committed_f
         return statistics_inspector.inspect_by_statistics(frames_)
 
     caplog.set_level(logging.WARNING)
-    first = _Member(FrameConsumer(settings, slow, object_store, client_id="member-a"))
+    first = _Member(FrameConsumer.connect(settings, slow, object_store, client_id="member-a"))
     second: _Member | None = None
     try:
         _wait_for(lambda: len(_stored(object_store, settings)) >= 6, 60, "the first member's first results")
-        second = _Member(FrameConsumer(settings, slow, object_store, client_id="member-b"))  # a rebalance
+        second = _Member(FrameConsumer.connect(settings, slow, object_store, client_id="member-b"))  # a rebalance
         _wait_for(second.consumer.joined_group, 60, "the second member's join")
         # Frames sent after the join spread over both members' partitions, however fast the first one was.
         frames |= _send(settings, 30, first=60)
@@ -129,7 +129,7 @@ def test_close_while_a_batch_is_in_flight_returns_cleanly_and_loses_nothing(
         time.sleep(1.0)
         return statistics_inspector.inspect_by_statistics(frames_)
 
-    member = _Member(FrameConsumer(settings, slow, object_store))
+    member = _Member(FrameConsumer.connect(settings, slow, object_store))
     assert inspecting.wait(30)
     started = time.monotonic()
     member.consumer.close()  # from another thread, mid-batch: must neither raise nor hang
@@ -138,9 +138,9 @@ def test_close_while_a_batch_is_in_flight_returns_cleanly_and_loses_nothing(
     assert time.monotonic() - started < 30 and not member.thread.is_alive()
     assert member.errors == []
 
-    never_ran = FrameConsumer(settings, slow, object_store)
+    never_ran = FrameConsumer.connect(settings, slow, object_store)
     never_ran.close()
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as again:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as again:
         again.run(max_frames=len(frames), idle_timeout_s=30)
     assert _stored(object_store, settings) == frames
 
@@ -162,7 +162,7 @@ def test_dead_letters_are_replayed_with_their_originals(
         producer.send(settings.frames_topics[0], partition=0, key=key, value=value)
     producer.flush()
     producer.close()
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
         consumer.run(max_frames=3, idle_timeout_s=30)
     assert consumer.stats.dead_letters == Counter({"oversize": 1, "schema_violation": 1, "unknown_domain": 1})
     read_topic(settings.dead_letter_topic, 3)
@@ -202,7 +202,7 @@ def test_an_unreachable_object_store_stalls_the_consumer_instead_of_stopping_it(
         closed_port = probe.getsockname()[1]
     nowhere = ObjectStore(f"127.0.0.1:{closed_port}", "k", "s", retry=RetryPolicy(deadline_s=0.3, initial_backoff_s=0.05))
     settings = service_settings.model_copy(update={"inspect_retry_initial_backoff_s": 0.1, "inspect_retry_max_backoff_s": 0.2})
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, nowhere) as consumer:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, nowhere) as consumer:
         threading.Timer(3.0, consumer.stop).start()
         stats = consumer.run()  # returns when stopped: the outage never raised out of it
     assert stats.stalls >= 2 and consumer.metrics.stalls.labels(cause="object_store")._value.get() == stats.stalls

@@ -58,7 +58,7 @@ def test_batches_are_inspected_concurrently_up_to_max_in_flight(
             active -= 1
         return statistics_inspector.inspect_by_statistics(frames)
 
-    with FrameConsumer(settings, slow_inspect, object_store) as consumer:
+    with FrameConsumer.connect(settings, slow_inspect, object_store) as consumer:
         stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert most_active == 2  # two batches of 3 fill max_in_flight=6; never more
     assert stats.results == len(sent) and stats.commits == stats.batches
@@ -85,7 +85,7 @@ def test_a_batch_the_service_could_not_take_once_is_retried_without_loss_or_dupl
             raise InspectionUnavailable("serve is restarting")
         return statistics_inspector.inspect_by_statistics(frames)
 
-    with FrameConsumer(settings, first_call_unavailable, object_store) as consumer:
+    with FrameConsumer.connect(settings, first_call_unavailable, object_store) as consumer:
         stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert stats.results == len(sent) and not stats.dead_letters
     assert stats.frame_retries >= 1
@@ -112,7 +112,7 @@ def test_an_unreachable_service_stalls_the_stream_and_blames_no_frame(
             raise InspectionUnavailable("connection refused")
         return statistics_inspector.inspect_by_statistics(frames)
 
-    with FrameConsumer(settings, down_for_a_while, object_store) as consumer:
+    with FrameConsumer.connect(settings, down_for_a_while, object_store) as consumer:
         stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert not stats.dead_letters and stats.results == len(sent)
     assert stats.stalls >= 1 and stats.replays >= 1
@@ -138,7 +138,7 @@ def test_a_frame_that_always_times_out_is_dead_lettered_alone(
             raise InspectionUnavailable("no answer within 30s")  # what HttpInspectionClient raises on a timeout
         return statistics_inspector.inspect_by_statistics(frames)
 
-    with FrameConsumer(settings, times_out_on_poison, object_store) as consumer:
+    with FrameConsumer.connect(settings, times_out_on_poison, object_store) as consumer:
         stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert stats.results == len(sent) - 1 and stats.dead_letters == Counter({"retries_exhausted": 1})
     letters = [DeadLetter.from_bytes(value) for value in read_topic(settings.dead_letter_topic, 1)]

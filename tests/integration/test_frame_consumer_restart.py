@@ -77,7 +77,7 @@ def test_killed_consumer_loses_no_frame(
     done_before_kill = stored_frames(object_store, settings)
     assert len(done_before_kill) < len(frames), "the worker must die mid-stream for this test to mean anything"
 
-    replacement = FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store)
+    replacement = FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store)
     runner = threading.Thread(target=replacement.run, kwargs={"idle_timeout_s": 60})
     runner.start()
     try:
@@ -108,5 +108,5 @@ def test_sigterm_drains_commits_and_exits_cleanly(
             worker.kill()
     assert worker.returncode == 0, output.decode(errors="replace")[-2000:]
     assert b"frame consumer closed" in output
-    with FrameConsumer(service_settings, statistics_inspector.inspect_by_statistics, object_store) as again:
+    with FrameConsumer.connect(service_settings, statistics_inspector.inspect_by_statistics, object_store) as again:
         assert again.run(idle_timeout_s=3).polled == 0

@@ -84,7 +84,7 @@ def test_frames_in_results_out(
     assert large.image is None and large.image_uri is not None  # above inline_image_max_bytes
     assert object_store.exists(settings.frames_bucket, large.image_uri.split("/", 3)[3])
 
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
         stats = consumer.run(max_frames=len(expected), idle_timeout_s=30)
     assert stats.results == len(expected) and stats.handled == len(expected)
     assert stats.batches >= 3  # micro-batches capped by max_poll_records
@@ -140,7 +140,7 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
     producer.close()
 
     total = len(bad) + 2
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as consumer:
         stats = consumer.run(max_frames=total, idle_timeout_s=30)
     assert stats.results == 2
     assert stats.dead_letters == Counter(reason.value for _, reason in bad.values())
@@ -163,7 +163,7 @@ def test_bad_messages_go_to_dead_letters_and_the_stream_goes_on(
     assert {result.frame_id for result in results} == {"good-first", "good-last"}
 
     # Every offset, dead-lettered ones included, was committed: the group has nothing left to read.
-    with FrameConsumer(settings, statistics_inspector.inspect_by_statistics, object_store) as again:
+    with FrameConsumer.connect(settings, statistics_inspector.inspect_by_statistics, object_store) as again:
         assert again.run(idle_timeout_s=3).polled == 0
 
 
@@ -188,7 +188,7 @@ def test_frames_the_detector_always_fails_on_are_dead_lettered_alone_after_their
         producer.send(settings.frames_topics[0], partition=0, value=request_bytes(frame_id=f"f{i}", image=plain_image(i)))
     producer.flush()
     producer.close()
-    with FrameConsumer(settings, fails_on_poison, object_store) as consumer:
+    with FrameConsumer.connect(settings, fails_on_poison, object_store) as consumer:
         stats = consumer.run(max_frames=4, idle_timeout_s=30)
     # Never an inference_error on the first try: tried with the batch, then alone, then dead-lettered alone.
     assert stats.dead_letters == Counter({"retries_exhausted": 2}) and stats.results == 2

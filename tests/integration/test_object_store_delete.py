@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from model import InCTRLv2, InCTRLv2Config
 from services.storage.object_store import ObjectStore
-from services.registry.domain_registry import DomainRegistry, UnknownDomainError
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import UnknownDomainError
 from services.registry.commands import domain_app
 from services.settings import ServiceSettings
 from inctrl.dev.local_stack import StackEndpoints

@@ -59,7 +59,7 @@ def test_consumer_over_http_stores_results_publishes_events_and_reports_health(
     with FrameProducer(settings) as producer:
         stray = producer.send_image(png_bytes(texture(700)), "unregistered", "line-0", "http-frame-stray")
     client = HttpInspectionClient(served_app.http_url + "/", timeout_s=60, token=served_app.settings.serve_token)
-    with FrameConsumer(settings, inspect=client) as consumer, ConsumerHealthServer(
+    with FrameConsumer.connect(settings, inspect=client) as consumer, ConsumerHealthServer(
         consumer, consumer.metrics, client.reachable, port=0, stall_s=60.0, host="127.0.0.1"
     ) as health:
         base = f"http://127.0.0.1:{health.port}"
@@ -103,7 +103,7 @@ def test_frames_are_replayed_not_dead_lettered_while_serve_is_unreachable(
     settings = service_settings
     sent = send_frames(settings, 4, first_seed=800)
     unreachable = HttpInspectionClient(f"http://127.0.0.1:{free_port()}/", timeout_s=5, max_attempts=2, initial_backoff_s=0.05)
-    with FrameConsumer(settings, inspect=unreachable) as stranded:
+    with FrameConsumer.connect(settings, inspect=unreachable) as stranded:
         stopper = threading.Timer(4.0, stranded.stop)
         stopper.start()
         stats = stranded.run()
@@ -111,7 +111,7 @@ def test_frames_are_replayed_not_dead_lettered_while_serve_is_unreachable(
     assert stats.polled >= len(sent) and stats.replays >= 1
     assert stats.results == 0 and stats.commits == 0 and not stats.dead_letters
 
-    with FrameConsumer(settings, inspect=HttpInspectionClient(served_app.http_url, timeout_s=60, token=served_app.settings.serve_token)) as consumer:
+    with FrameConsumer.connect(settings, inspect=HttpInspectionClient(served_app.http_url, timeout_s=60, token=served_app.settings.serve_token)) as consumer:
         recovered = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert recovered.results == len(sent) and not recovered.dead_letters
     events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(sent))]

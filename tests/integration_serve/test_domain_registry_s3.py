@@ -10,7 +10,9 @@ from model.calibration import fpr_threshold
 from services.protocol.outcomes import Rejected
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStore
-from services.registry.domain_registry import DomainRegistry, RegistryError, UnknownDomainError, load_reference_images
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import RegistryError, UnknownDomainError
+from services.registry.references import load_reference_images
 from services.serving.bank_cache import BankCache
 from services.imaging.geometry import prepare_frame, restore_map
 from services.protocol.outcomes import FrameInput

@@ -16,7 +16,8 @@ from services.imaging.geometry import prepare_frame
 from services.protocol.outcomes import FrameInput, Rejected, Retryable, Scored
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStore
-from services.registry.domain_registry import DomainRecord, DomainRegistry
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import DomainRecord
 from services.serving.bank_cache import BankCache
 from services.serving.engine import InspectionEngine, bank_mismatch
 

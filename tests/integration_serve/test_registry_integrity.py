@@ -12,13 +12,8 @@ from typer.testing import CliRunner
 
 from model import InCTRLv2, InCTRLv2Config
 from services.storage.object_store import ObjectStore
-from services.registry.domain_registry import (
-    ConcurrentUpdateError,
-    CorruptDomainError,
-    DomainRegistry,
-    RegistryError,
-    UnknownDomainError,
-)
+from services.registry.domain_registry import DomainRegistry
+from services.registry.records import ConcurrentUpdateError, CorruptDomainError, RegistryError, UnknownDomainError
 from services.registry.commands import domain_app
 from services.serving.bank_cache import BankCache
 from services.settings import ServiceSettings

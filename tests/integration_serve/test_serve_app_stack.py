@@ -112,7 +112,7 @@ def test_frames_through_kafka_get_results_in_s3_and_events(
         for i in range(12):
             domain, line = ("alpha", "line-a") if i % 3 else ("beta", "line-b")
             sent.append(producer.send_image(png_bytes(texture(300 + i)), domain, line, f"kafka-frame-{i}"))
-    with FrameConsumer(settings, inspect=InspectionClient(served_app.app_name)) as consumer:
+    with FrameConsumer.connect(settings, inspect=InspectionClient(served_app.app_name)) as consumer:
         stats = consumer.run(max_frames=len(sent), idle_timeout_s=30)
     assert stats.results == len(sent) and not stats.dead_letters
     events = [InspectionResult.from_bytes(value) for value in read_topic(settings.results_topic, len(sent))]

@@ -32,7 +32,7 @@ from services.consumer.http_client import (
 from services.protocol.outcomes import DecodedFrame, InspectionOutcome, InspectionUnavailable, Rejected, Scored
 from services.protocol.messages import DeadLetterReason, InspectionRequest
 from services.metrics import InspectionMetrics
-from services.registry.domain_registry import DomainRecord, RegistryError
+from services.registry.records import DomainRecord, RegistryError
 from services.serving.settings import ServingSettings
 from services.imaging.decoding import ImageDecodeError, decode_image
 from services.imaging.geometry import prepare_frame

@@ -197,7 +197,7 @@ class ConsumerThreads:
         return member
 
     def _spawn(self) -> tuple[FrameConsumer, threading.Thread, list[BaseException]]:
-        consumer = FrameConsumer(self._settings, self._inspect, self._store)
+        consumer = FrameConsumer.connect(self._settings, self._inspect, self._store)
         failure: list[BaseException] = []
 
         def run() -> None:
