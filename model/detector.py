@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, create_backbone
+from .backbones import Backbone, WeightsResolver, create_backbone
 from .bank import PromptBank, PromptBankError
 from .checkpoint import CheckpointError, read_config, read_heads, write_checkpoint
 from .config import InCTRLv2Config
@@ -55,10 +55,16 @@ class InCTRLv2(nn.Module):
     >>> out = det.detect(images, bank)  # out.scores (B,), out.maps (B, H, W)
     """
 
-    def __init__(self, config: InCTRLv2Config | None = None, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        config: InCTRLv2Config | None = None,
+        device: torch.device | str | None = None,
+        weights_resolver: WeightsResolver | None = None,
+    ):
+        """`weights_resolver` fetches a URI in config.pretrained to a local file (the model reads files only)."""
         super().__init__()
         self.config = config or InCTRLv2Config()
-        self.backbone: Backbone = create_backbone(self.config)
+        self.backbone: Backbone = create_backbone(self.config, weights_resolver)
         b = self.backbone
         with torch.random.fork_rng(devices=[]):  # heads start from the config's seed, not the global RNG
             torch.manual_seed(self.config.seed)
@@ -228,11 +234,13 @@ class InCTRLv2(nn.Module):
         return write_checkpoint(directory, self.config, self.backbone.describe(), self.heads.state_dict())
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str | None = None) -> InCTRLv2:
+    def load(
+        cls, directory: str | Path, device: torch.device | str | None = None, weights_resolver: WeightsResolver | None = None
+    ) -> InCTRLv2:
         """Rebuild the detector a checkpoint names; every head shape is checked before loading."""
         config, recorded = read_config(directory)
         try:
-            detector = cls(config, device=device)
+            detector = cls(config, device=device, weights_resolver=weights_resolver)
         except ValueError as exc:
             raise CheckpointError(f"checkpoint {directory}: cannot build the backbone it names: {exc}") from exc
         actual = detector.backbone.describe()

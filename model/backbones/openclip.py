@@ -11,7 +11,7 @@ import open_clip
 import torch
 
 from .base import Backbone, WeightsUnavailableError, default_layers
-from .weights import resolve_weights_file
+from .weights import WeightsResolver, resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,16 @@ open_clip.add_model_config(Path(__file__).parent / "configs" / f"{TINY_NAME}.jso
 class OpenCLIPBackbone(Backbone):
     """Frozen OpenCLIP ViT; patch tokens are block outputs before ln_post and proj (class token dropped)."""
 
-    def __init__(self, model_name: str, pretrained: str | None, layers: tuple[int, ...] | None, seed: int):
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: str | None,
+        layers: tuple[int, ...] | None,
+        seed: int,
+        weights_resolver: WeightsResolver | None = None,
+    ):
         super().__init__()
-        self.clip = _create_clip(model_name, pretrained, seed).eval().requires_grad_(False)
+        self.clip = _create_clip(model_name, pretrained, seed, weights_resolver).eval().requires_grad_(False)
         visual = self.clip.visual
         if not hasattr(visual, "forward_intermediates") or not hasattr(visual, "patch_size"):
             raise ValueError(f"OpenCLIP model {model_name!r} is not a ViT with patch tokens")
@@ -58,7 +65,7 @@ class OpenCLIPBackbone(Backbone):
         return self.clip.encode_text(tokens)
 
 
-def _create_clip(model_name: str, pretrained: str | None, seed: int) -> torch.nn.Module:
+def _create_clip(model_name: str, pretrained: str | None, seed: int, weights_resolver: WeightsResolver | None) -> torch.nn.Module:
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown OpenCLIP model {model_name!r}; see open_clip.list_models()")
     if pretrained is None:
@@ -67,7 +74,7 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int) -> torch.nn
             torch.manual_seed(seed)
             return open_clip.create_model(model_name, pretrained=None)
     hub_tags = open_clip.list_pretrained_tags_by_model(model_name)
-    source = pretrained if pretrained in hub_tags else str(resolve_weights_file(pretrained))
+    source = pretrained if pretrained in hub_tags else str(resolve_weights_file(pretrained, weights_resolver))
     try:
         with _hub_offline_unless_reachable():
             return open_clip.create_model(model_name, pretrained=source)
@@ -75,7 +82,7 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int) -> torch.nn
         raise WeightsUnavailableError(
             f"cannot load OpenCLIP weights {pretrained!r} for {model_name}: {exc}. Without network access, "
             "download open_clip_pytorch_model.bin elsewhere and pass pretrained=/path/to/file or an "
-            "s3:// URI (INCTRL_S3_ENDPOINT and keys in the environment), or use backbone='efficientnet-lite0'."
+            "s3:// URI (served detectors fetch it with their S3 settings), or use backbone='efficientnet-lite0'."
         ) from exc
 
 

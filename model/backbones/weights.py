@@ -1,47 +1,29 @@
-"""Resolve a weights reference (local path or s3:// URI) to a local file."""
+"""Resolve a weights reference to a local file: a path as is, a URI through the caller's resolver.
+
+The model reads local files only; fetching s3:// (or any other URI) is the job of the layer above, which
+passes a WeightsResolver in (services/storage/weights.py resolves s3:// through the project's S3 client).
+"""
 from __future__ import annotations
 
-import hashlib
-import os
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
 
 from .base import WeightsUnavailableError
 
-CACHE_DIR = Path(os.environ.get("INCTRL_WEIGHTS_CACHE", Path.home() / ".cache" / "inctrl" / "weights"))
+WeightsResolver = Callable[[str], Path]
+"""A URI (e.g. s3://bucket/key) -> a local file holding it; raises WeightsUnavailableError when it cannot."""
 
 
-def resolve_weights_file(ref: str) -> Path:
-    """Local file as is; s3:// objects are downloaded once into the weights cache."""
-    if ref.startswith("s3://"):
-        return _download_s3(ref)
+def resolve_weights_file(ref: str, resolver: WeightsResolver | None = None) -> Path:
+    """A local file as is; a URI through `resolver`."""
+    if "://" in ref:
+        if resolver is None:
+            raise WeightsUnavailableError(
+                f"weights {ref!r} are a URI: the model reads local files; load it through a resolver "
+                "(InCTRLv2(..., weights_resolver=...); the services resolve s3:// from their S3 settings)"
+            )
+        return resolver(ref)
     path = Path(ref).expanduser()
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist")
     return path
-
-
-def _download_s3(uri: str) -> Path:
-    """Credentials and endpoint come from INCTRL_S3_* environment variables, as for the services."""
-    parsed = urlparse(uri)
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
-    target = CACHE_DIR / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(key).name
-    if target.is_file():
-        return target
-    endpoint = os.environ.get("INCTRL_S3_ENDPOINT")
-    if not endpoint:
-        raise WeightsUnavailableError(f"cannot fetch {uri}: set INCTRL_S3_ENDPOINT (and INCTRL_S3_ACCESS_KEY/SECRET_KEY)")
-    from minio import Minio
-
-    client = Minio(
-        endpoint.removeprefix("http://").removeprefix("https://"),
-        access_key=os.environ.get("INCTRL_S3_ACCESS_KEY"),
-        secret_key=os.environ.get("INCTRL_S3_SECRET_KEY"),
-        secure=os.environ.get("INCTRL_S3_SECURE", "false").lower() == "true",
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client.fget_object(bucket, key, str(target))
-    except Exception as exc:  # noqa: BLE001 - every failure means the same thing to the caller
-        raise WeightsUnavailableError(f"cannot fetch {uri}: {exc}") from exc
-    return target

@@ -12,6 +12,7 @@ from model import CheckpointError, InCTRLv2
 from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from services.storage.object_store import ObjectStore
 from services.storage.uri import S3Uri, is_s3_uri
+from services.storage.weights import S3WeightsResolver
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def load_detector(
         if not heads.is_file():
             raise CheckpointError(f"checkpoint {uri} has no {WEIGHTS_FILE}")
         digest = hashlib.sha256(heads.read_bytes()).hexdigest()[:12]
-        detector = InCTRLv2.load(folder)
+        detector = InCTRLv2.load(folder, weights_resolver=S3WeightsResolver(store) if store is not None else None)
     if expected_backbone is not None and detector.config.backbone != expected_backbone:
         raise CheckpointError(
             f"checkpoint {uri} uses backbone {detector.config.backbone!r}, the serving config expects {expected_backbone!r}"

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
@@ -187,6 +188,12 @@ class ObjectStore:
             return data
 
         return self._with_retry(f"get s3://{bucket}/{key}", read)
+
+    def download(self, bucket: str, key: str, path: Path) -> None:
+        """Stream one object to a local file (written beside it, then renamed: never a half file at `path`)."""
+        partial = path.with_name(path.name + ".partial")
+        self._with_retry(f"download s3://{bucket}/{key}", lambda: self._client.fget_object(bucket, key, str(partial)))
+        partial.replace(path)
 
     def find_bytes(self, bucket: str, key: str) -> bytes | None:
         """Read one object whole, or None when it does not exist."""

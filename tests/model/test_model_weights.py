@@ -18,10 +18,19 @@ def test_missing_weights_file_fails_fast(tmp_path: Path, backbone: str) -> None:
     assert time.monotonic() - started < 3.0
 
 
-def test_s3_weights_without_an_endpoint_say_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("INCTRL_S3_ENDPOINT", raising=False)
-    with pytest.raises(WeightsUnavailableError, match="INCTRL_S3_ENDPOINT"):
-        InCTRLv2(InCTRLv2Config(backbone="efficientnet-lite0", pretrained="s3://no-bucket/absent.pth"), device="cpu")
+def test_uri_weights_need_the_callers_resolver_and_go_through_it(tmp_path: Path) -> None:
+    config = InCTRLv2Config(backbone="efficientnet-lite0", pretrained="s3://no-bucket/absent.pth")
+    with pytest.raises(WeightsUnavailableError, match="are a URI: the model reads local files"):
+        InCTRLv2(config, device="cpu")
+    asked: list[str] = []
+
+    def resolver(ref: str) -> Path:
+        asked.append(ref)
+        return tmp_path / "missing.pth"
+
+    with pytest.raises(FileNotFoundError):
+        InCTRLv2(config, device="cpu", weights_resolver=resolver)
+    assert asked == ["s3://no-bucket/absent.pth"]
 
 
 def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
