@@ -85,3 +85,21 @@ def test_backbone_config_names() -> None:
     assert backbone_config("tiny").pretrained is None
     assert backbone_config("efficientnet-lite0").pretrained == "imagenet"
     assert backbone_config("ViT-B-16-plus-240").pretrained == "laion400m_e32"
+
+
+def test_serve_validates_the_app_args_once_into_a_deployment_config_and_batch_knobs_become_user_config() -> None:
+    from pydantic import ValidationError
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from services.serving.app import build_app
+
+    args = {**ARGS, "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
+            "domains": {"capsule": {"num_replicas": 2, "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}}}}  # fmt: skip
+    app = call_user_app_builder_with_args_if_necessary(build_app, args)  # what `serve run` and serveConfigV2 do
+    detectors = app._bound_deployment.init_args[0]
+    assert {name: d._bound_deployment._deployment_config.user_config for name, d in detectors.items()} == {
+        "pool": {"max_batch_size": 4, "batch_wait_timeout_s": 0.02},
+        "domain-capsule": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
+    }
+    with pytest.raises(ValidationError, match="backbone"):
+        call_user_app_builder_with_args_if_necessary(build_app, {**ARGS, "backbone": ""})
