@@ -139,7 +139,7 @@ class FrameRecordDecoder:
             bucket, key = reference.bucket, reference.key
         except InvalidS3Uri as error:
             raise _Refusal(DeadLetterReason.FORBIDDEN_REFERENCE, str(error)) from error
-        if not any(bucket == allowed_bucket and key.startswith(prefix) for allowed_bucket, prefix in self._allowed):
+        if not any(bucket == allowed.bucket and key.startswith(allowed.key) for allowed in self._allowed):
             allowed = ", ".join(self._settings.allowed_image_prefixes())
             raise _Refusal(
                 DeadLetterReason.FORBIDDEN_REFERENCE, f"{shorten(uri, _MESSAGE_CHARS)} is outside the allowed {allowed}"

@@ -102,9 +102,10 @@ def test_frames_in_results_out(
         if expected[event.frame_id] is not None:
             assert event.verdict == expected[event.frame_id], event.frame_id
         anomaly_map = decode_map_png(object_store.get_bytes(settings.results_bucket, event.map_key))
-        assert anomaly_map.shape == (16, 16)
-        assert anomaly_map.max() == pytest.approx(event.score, abs=1e-4)
-        assert event.map_statistics.max == pytest.approx(event.score, abs=1e-6)
+        # The inspector's 16 x 16 map at "model resolution", restored to the 64 x 64 frame by the writer.
+        assert anomaly_map.shape == (64, 64)
+        assert event.map_statistics.max == pytest.approx(float(anomaly_map.max()), abs=1e-4)
+        assert anomaly_map.max() <= event.score + 1e-4 and anomaly_map.max() >= 0.8 * event.score
         overlay = decode_image(object_store.get_bytes(settings.results_bucket, event.overlay_key))
         assert overlay.shape == (3, 64, 64)
         assert event.model_version == "statistics-v1" and event.latency_ms > 0
