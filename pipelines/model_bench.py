@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -67,18 +68,23 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _time(fn, device: torch.device, warmup: int, iters: int) -> float:
-    """Seconds per call, after warm-up; synchronises CUDA so the time is the work, not the launch."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _call_seconds(fn, device: torch.device) -> float:
+    """Seconds of one call; synchronises CUDA so the time is the work, not the launch."""
     start = time.perf_counter()
-    for _ in range(iters):
-        fn()
+    fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters
+    return time.perf_counter() - start
+
+
+def _time_interleaved(fns: list, device: torch.device, iters: int) -> list[float]:
+    """Median seconds per call of each function, timed round-robin (one call of each per round), so a change
+    of load on a shared machine hits every stage alike and the ratios between them hold."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, times in zip(fns, samples):
+            times.append(_call_seconds(fn, device))
+    return [statistics.median(times) for times in samples]
 
 
 def run_model_bench(
@@ -89,9 +95,9 @@ def run_model_bench(
     iters: int = 3,
     device: str | None = None,
 ) -> list[BenchRow]:
-    """Images/s and peak memory of det.encode (bare backbone) and det.detect at each K and batch size, and
-    the time of the coreset selection of each bank above the search budget (it runs once, when the bank is
-    built; the bank stores it).
+    """Images/s (median call, stages interleaved) and peak memory (over the warm-up) of det.encode (bare
+    backbone) and det.detect at each K and batch size, and the time of the coreset selection of each bank
+    above the search budget (it runs once, when the bank is built; the bank stores it).
 
     Inputs are random images already at the model resolution, so both stages skip the resize.
     """
@@ -107,10 +113,16 @@ def run_model_bench(
             runs.append(("detector", k, lambda bank=bank: det.detect(images, bank)))
             if batch == batches[0] and bank.coreset is not None:
                 rows.append(_selection_row(bank.patches, k, config.nn_max_references))
-        for stage, k, fn in runs:
-            with torch.inference_mode(), PeakMemory(dev) as mem:
-                seconds = _time(fn, dev, warmup, iters)
-            rows.append(BenchRow(stage, k, batch, batch / seconds, 1000 * seconds, mem.peak_bytes / 2**20))
+        with torch.inference_mode():
+            peaks = []
+            for _, _, fn in runs:  # warm-up calls, which also give each stage's peak memory
+                with PeakMemory(dev) as mem:
+                    for _ in range(warmup):
+                        _call_seconds(fn, dev)
+                peaks.append(mem.peak_bytes / 2**20)
+            medians = _time_interleaved([fn for _, _, fn in runs], dev, iters)
+        for (stage, k, _), seconds, peak in zip(runs, medians, peaks):
+            rows.append(BenchRow(stage, k, batch, batch / seconds, 1000 * seconds, peak))
             log.info("bench %s K=%s B=%d: %.2f img/s", stage, k, batch, batch / seconds)
     return rows
 
