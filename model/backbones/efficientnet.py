@@ -17,6 +17,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_LAYERS = (4, 7, 10)  # stride 8 (40 ch), 16 (80 ch), 16 (112 ch)
 
 
+INPUT_SIZE = 224  # the ImageNet training resolution of the weights
+
 class EfficientNetLite0Backbone(Backbone):
     """Image-only: no text tower, so the detector uses fixed orthogonal stand-ins for F_n, F_a."""
 
@@ -37,7 +39,7 @@ class EfficientNetLite0Backbone(Backbone):
         self.layers = tuple(layers) if layers is not None else DEFAULT_LAYERS
         if max(self.layers) >= depth:
             raise ValueError(f"layers {self.layers} out of range for efficientnet-lite0 with {depth} blocks")
-        self.image_size = 224
+        self.image_size = INPUT_SIZE
         self.grid = (14, 14)
         self.embed_dim = int(self.net._conv_head.out_channels)
         self.patch_dim = max(int(self.net._blocks[i]._project_conv.out_channels) for i in self.layers)

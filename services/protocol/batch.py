@@ -41,12 +41,12 @@ class BatchFrame(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """GET /v1/model: what a client must send (pixels (3, S, S) with S = input_size) and which model answers."""
+    """GET /v1/model: what a client must send, pixels (3, S, S) with S = input_size, and for which backbone."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_size: int = Field(gt=0)
-    model_version: str
+    backbone: str
 
 
 class BatchManifest(BaseModel):

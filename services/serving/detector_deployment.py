@@ -71,13 +71,6 @@ class DetectorDeployment:
         outcomes = await asyncio.to_thread(self._engine.inspect, frames)
         return [ScoredFrame(outcome, len(frames)) for outcome in outcomes]
 
-    def input_size(self) -> int:
-        """S: frames must arrive as (3, S, S) float16 pixels (services.imaging.geometry.prepare_frame)."""
-        return self._engine.input_size
-
-    def model_version(self) -> str:
-        return self._engine.model_version
-
     def cpu_seconds(self) -> float:
         """CPU time of this replica's process so far (all threads): what the stream bench charges to the replica."""
         return time.process_time()

@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from model import InvalidImageError
+from model.backbones import input_size as backbone_input_size
 from services.auth import AuthSettings, TokenAuthority
 from services.imaging.decoding import ImageDecodeError, decode_image
 from services.imaging.geometry import prepare_frame
@@ -57,22 +58,20 @@ class InspectionIngress:
         self._store.ensure_bucket(self._settings.results_bucket)
         self._registry = DomainRegistry(self._store, config.registry_prefix, max_references=self._serving.max_references)
         self._detectors = detectors
-        self._model: ModelInfo | None = None
+        # From the config's backbone name (it must name the checkpoint's: replicas refuse another), so that
+        # answering it never queues behind frames at a replica.
+        self._model = ModelInfo(input_size=backbone_input_size(config.backbone), backbone=config.backbone)
         self.metrics = InspectionMetrics(DomainLabels([*config.domains, *config.pool.thresholds]))
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve calls this to get the ASGI app
         return create_http_app(self, self._authority, self._serving)
 
     async def model_info(self) -> ModelInfo:
-        """The input size and model version of the detectors (every deployment loads the same checkpoint)."""
-        if self._model is None:
-            pool = self._detectors[POOL_DEPLOYMENT_NAME]
-            size, version = await asyncio.gather(pool.input_size.remote(), pool.model_version.remote())
-            self._model = ModelInfo(input_size=size, model_version=version)
+        """The input size prepared frames must have, and the backbone (every deployment loads the same checkpoint)."""
         return self._model
 
     async def input_size(self) -> int:
-        return (await self.model_info()).input_size
+        return self._model.input_size
 
     async def cpu_seconds(self) -> float:
         """CPU time of this ingress process so far (the stream bench's transfer stage)."""

@@ -128,3 +128,15 @@ def test_restore_geometry_by_hand() -> None:
     torch.testing.assert_close(restored[:, :2], torch.zeros(4, 2))
     torch.testing.assert_close(restored[:, 6:], torch.ones(4, 2))
     torch.testing.assert_close(restored[0, 2:6], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "efficientnet-lite0"])
+def test_input_size_from_the_name_is_the_built_backbones(backbone: str) -> None:
+    from model import InCTRLv2Config
+    from model.backbones import input_size
+
+    pretrained = "imagenet" if backbone == "efficientnet-lite0" else None
+    assert input_size(backbone) == InCTRLv2(InCTRLv2Config(backbone=backbone, pretrained=pretrained), device="cpu").backbone.image_size
+    assert input_size("ViT-B-16-plus-240") == 240 and input_size("ViT-L-14-336") == 336
+    with pytest.raises(ValueError, match="unknown backbone"):
+        input_size("no-such-backbone")

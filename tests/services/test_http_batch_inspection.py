@@ -75,7 +75,7 @@ class MeanGateway:
         return BatchInspectionResponse(outcomes=[FrameOutcome.from_outcome(f.frame_id, score(f, i)) for f, i in zip(frames, images)])
 
     async def model_info(self) -> ModelInfo:
-        return ModelInfo(input_size=INPUT_SIZE, model_version="mean@1")
+        return ModelInfo(input_size=INPUT_SIZE, backbone="mean")
 
     async def health(self) -> dict[str, object]:
         return {"status": "ok"}
