@@ -14,7 +14,7 @@ import ray
 from kafka.admin import KafkaAdminClient, NewTopic
 from ray import serve
 
-from services.consumer.frame_consumer import FrameConsumer
+from services.consumer.frame_consumer import FrameConsumer, limit_torch_threads
 from services.protocol.messages import InspectionResult
 from services.storage.object_store import ObjectStore
 from services.producer.frame_producer import FrameProducer
@@ -48,7 +48,7 @@ class StreamRun:
     seconds: float
     stage_cpu_s: dict[str, float]
     """CPU seconds of the timed run by stage: the consumer's stages (services/consumer/stage_clock.py),
-    then "ingress" and "replica" (their processes, all threads)."""
+    then "ingress" and "replica" (their processes, all threads), "broker" and "s3 server"."""
 
     @property
     def frames_per_s(self) -> float:
@@ -101,15 +101,16 @@ class LocalInspectionService:
 
     def stream(self, frames: list[StreamFrame], warmup: list[StreamFrame]) -> StreamRun:
         """Send warm-up frames, consume them (group join, bank loads), then time the consumption of `frames`."""
+        limit_torch_threads()  # as `inctrl consume` does; the in-process detector has run by now
         with FrameConsumer.connect(self.settings, inspect=InspectionClient(self._app_name)) as consumer:
             self._produce(warmup)
             consumer.run(max_frames=len(warmup), idle_timeout_s=60)
             self._produce(frames)
-            before = {**consumer.clock.snapshot(), **self._service_cpu_s()}
+            before = {**consumer.clock.snapshot(), **self._service_cpu_s(), **self._stack.cpu_seconds()}
             started = time.monotonic()
             consumer.run(max_frames=len(warmup) + len(frames), idle_timeout_s=60)
             seconds = time.monotonic() - started
-            after = {**consumer.clock.snapshot(), **self._service_cpu_s()}
+            after = {**consumer.clock.snapshot(), **self._service_cpu_s(), **self._stack.cpu_seconds()}
         wanted = {frame.frame_id for frame in frames}
         events = [InspectionResult.from_bytes(value) for value in read_topic(self.settings.kafka_client_options(), self.settings.results_topic, len(warmup) + len(frames))]
         latest = {event.frame_id: event for event in events if event.frame_id in wanted}

@@ -273,6 +273,17 @@ class LocalStack:
         self._path("stack.json").unlink(missing_ok=True)
         self._state = None
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) the broker and the S3 server have used so far (0 for one not running)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for stage, name, binary in (("broker", "tansu", tansu_binary()), ("s3 server", "weed", weed_binary())):
+            pid = self._running_pid(name, binary)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() if pid else []
+            # After the command name: state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
+            used[stage] = (int(fields[11]) + int(fields[12])) / ticks if fields else 0.0
+        return used
+
     def status(self) -> dict[str, bool]:
         """Which services are running and answering."""
         state = self._load_state()

@@ -8,6 +8,7 @@ from datetime import datetime
 import typer
 
 from services.consumer.dead_letters import replay_dead_letters
+from services.consumer.frame_consumer import limit_torch_threads
 from services.protocol.messages import DeadLetterReason
 from services.serving.settings import ServingSettings
 from services.settings import ServiceSettings
@@ -27,6 +28,7 @@ def consume_command(
     from services.consumer.health import ConsumerHealthServer
     from services.consumer.frame_consumer import FrameConsumer
 
+    limit_torch_threads()
     settings = ServiceSettings()
     url = serve_url or settings.serve_url
     if url:

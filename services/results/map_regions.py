@@ -13,13 +13,14 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 def defect_boxes(anomaly_map: np.ndarray, threshold: float, limit: int = MAX_BOXES) -> tuple[int, list[DefectBox]]:
     """(number of regions, boxes of the `limit` regions with the highest peaks, highest first)."""
-    labels, count = ndimage.label(anomaly_map >= threshold, structure=_EIGHT_CONNECTED)
-    if count == 0:
+    above = anomaly_map >= threshold
+    if not above.any():  # most frames: nothing to label
         return 0, []
-    index = np.arange(1, count + 1)
-    peaks = ndimage.maximum(anomaly_map, labels, index)
-    areas = ndimage.sum_labels(np.ones_like(anomaly_map), labels, index)
+    labels, count = ndimage.label(above, structure=_EIGHT_CONNECTED)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     slices = ndimage.find_objects(labels)
+    # Each peak within its own bounding box: ndimage.maximum would sort the whole map.
+    peaks = [float(anomaly_map[box][labels[box] == i + 1].max()) for i, box in enumerate(slices)]
     order = sorted(range(count), key=lambda i: (-peaks[i], -areas[i]))[:limit]
     boxes = [
         DefectBox(
