@@ -52,15 +52,22 @@ class Preprocessor:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B, 3, size, size) normalised, on the images' device."""
-        x = to_rgb(images).float()
-        h, w = x.shape[-2:]
-        if (h, w) != (self.size, self.size):
-            scale = self.size / min(h, w)
-            new_h, new_w = max(self.size, round(h * scale)), max(self.size, round(w * scale))
-            x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
-            top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
-            x = x[..., top : top + self.size, left : left + self.size].clamp(0.0, 1.0)
+        x = resize_and_crop(images, self.size)
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+def resize_and_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The geometry alone: (B, C, H, W) in [0, 1] -> (B, 3, size, size) float in [0, 1], shortest side to
+    ``size`` (bicubic, antialiased), centre crop. Inverse: restore_geometry."""
+    x = to_rgb(images).float()
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        x = x[..., top : top + size, left : left + size].clamp(0.0, 1.0)
+    return x
 
 
 def restore_geometry(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:

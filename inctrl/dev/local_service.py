@@ -117,10 +117,8 @@ class LocalInspectionService:
         return StreamRun(list(latest.values()), seconds, {stage: after[stage] - before[stage] for stage in after})
 
     def _service_cpu_s(self) -> dict[str, float]:
-        """CPU seconds so far of the ingress and of the (single) pool replica."""
-        ingress = serve.get_app_handle(self._app_name)
-        replica = serve.get_deployment_handle("pool", self._app_name)
-        return {"ingress": ingress.cpu_seconds.remote().result(), "replica": replica.cpu_seconds.remote().result()}
+        """CPU seconds so far of the ingress and of the replicas (as the ingress counts them)."""
+        return serve.get_app_handle(self._app_name).cpu_seconds.remote().result()
 
     def _produce(self, frames: list[StreamFrame]) -> None:
         with FrameProducer(self.settings, self.store) as producer:

@@ -9,6 +9,7 @@ FAISS index builds excluded); latency percentiles are the consumer's poll-to-sto
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def run_stream_bench(options: StreamBenchOptions) -> StreamBenchReport:
         for path in sorted((work / "synth" / domain / "test" / "good").glob("*.png"))
     ]
     frames = sorted(frames, key=lambda f: f.frame_id[::-1])[: options.frames]  # interleave the domains
-    with LocalInspectionService(work) as service:
+    cores = os.cpu_count() or 1
+    # One single-threaded replica per core (Ray gives an actor OMP_NUM_THREADS = its num_cpus): the way Serve
+    # uses a host's cores, where the in-process detector uses them through torch's threads.
+    with LocalInspectionService(work, num_cpus=cores + 1) as service:
         for domain in domains:
             service.registry.register(domain, domain, load_reference_images(str(work / "synth" / domain / "train" / "good")), detector)
         in_process_fps = _in_process_rate(detector, service, frames, options.batch_size)
@@ -100,7 +104,7 @@ def run_stream_bench(options: StreamBenchOptions) -> StreamBenchReport:
                 "checkpoint_uri": str(checkpoint), "backbone": detector.config.backbone, "nn_backend": "faiss",
                 "registry_prefix": service.registry.uri,
                 "batch": {"max_batch_size": options.batch_size, "batch_wait_timeout_s": 0.02},
-                "pool": {"num_replicas": 1, "max_ongoing_requests": max(64, options.batch_size)},
+                "pool": {"num_replicas": cores, "max_ongoing_requests": max(64, options.batch_size)},
             }
         )  # fmt: skip
         warmup = [StreamFrame(f.domain, f.line, f"warm-{f.frame_id}", f.image) for f in frames[: options.batch_size]]

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from model.preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
+from model.preprocess import InvalidImageError, resize_and_crop, restore_geometry, validate_images
 
-_IDENTITY = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 DEFAULT_MAX_ASPECT_RATIO = 64.0
 """Resizing the shortest side to `size` makes the long side size * aspect: at 64:1 and size 240 that is a
 44 MB intermediate; a 500 x 70000 frame (140:1) at size 896 would need 2.4 GB, so such frames are refused."""
@@ -41,7 +40,7 @@ def to_backbone_geometry(
             f"{what} is {height}x{width}: aspect ratio {max(height, width) / min(height, width):.0f}:1 exceeds {max_aspect_ratio:g}:1"
         )
     batch = validate_images(tensor[None], what)
-    return Preprocessor(size, *_IDENTITY)(batch.float())[0]
+    return resize_and_crop(batch, size)[0]
 
 
 def prepare_frame(

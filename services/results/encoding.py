@@ -77,7 +77,7 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     return np.round(np.stack([red, green, blue], axis=-1) * 255.0).astype(np.uint8)
 
 
-_JET_TABLE = jet_colormap(np.arange(256, dtype=np.float32) / 255.0)  # (256, 3) uint8
+_JET_PALETTE = jet_colormap(np.arange(256, dtype=np.float32) / 255.0).ravel().tolist()  # 256 RGB entries
 
 
 def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -126,15 +126,16 @@ def render_overlay_jpeg(
         raise ValueError(f"value range must satisfy 0 <= low < high, got {value_range}")
     _, height, width = pixels.shape
     values = anomaly_map if anomaly_map.shape == (height, width) else resize_map(anomaly_map, height, width)
-    # Integer work on the frame-sized arrays (the consumer draws one overlay per frame): the colour scale
-    # through a 256-entry table, the blend in 8.8 fixed point.
+    # The consumer draws one overlay per frame: the colour scale through a 256-entry palette and the blend
+    # in PIL's C code, on 8-bit images.
     levels = np.clip((values - low) * (255.0 / (high - low)) + 0.5, 0.0, 255.0).astype(np.uint8)
-    heat = _JET_TABLE[levels].astype(np.uint16)
-    base = (np.clip(pixels.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint16)
-    weight = round(opacity * 256)
-    blended = ((base * (256 - weight) + heat * weight + 128) >> 8).astype(np.uint8)
+    heat = Image.fromarray(levels, mode="L")
+    heat.putpalette(_JET_PALETTE)
+    base = Image.fromarray(np.ascontiguousarray((np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)))
+    blended = Image.blend(base, heat.convert("RGB"), opacity)
     if outline_threshold is not None:
-        blended[region_outline(values >= outline_threshold, max(1, round(min(height, width) / 160)))] = 255
+        outline = region_outline(values >= outline_threshold, max(1, round(min(height, width) / 160)))
+        blended.paste((255, 255, 255), mask=Image.fromarray(outline.astype(np.uint8) * 255, mode="L"))
     buffer = io.BytesIO()
-    Image.fromarray(blended).save(buffer, format="JPEG", quality=quality)
+    blended.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

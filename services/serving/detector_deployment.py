@@ -31,10 +31,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoredFrame:
-    """A replica's answer for one frame, with the size of the backbone batch it rode in."""
+    """A replica's answer for one frame, with the size of the backbone batch it rode in and its share of the
+    replica's CPU time for that batch (process time, all threads)."""
 
     outcome: InspectionOutcome
     batch_size: int
+    cpu_s: float
 
 
 @serve.deployment
@@ -68,12 +70,10 @@ class DetectorDeployment:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def score(self, frames: list[FrameInput]) -> list[ScoredFrame]:
         """Batched by Serve; the model runs in a worker thread so new requests keep queueing meanwhile."""
+        started = time.process_time()
         outcomes = await asyncio.to_thread(self._engine.inspect, frames)
-        return [ScoredFrame(outcome, len(frames)) for outcome in outcomes]
-
-    def cpu_seconds(self) -> float:
-        """CPU time of this replica's process so far (all threads): what the stream bench charges to the replica."""
-        return time.process_time()
+        share = (time.process_time() - started) / len(frames)
+        return [ScoredFrame(outcome, len(frames), share) for outcome in outcomes]
 
     async def register_domain(self, registration: DomainRegistration, actor: str) -> DomainRecord:
         """Build and store a new version of a domain from an s3:// prefix of normal images."""

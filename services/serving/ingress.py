@@ -61,6 +61,7 @@ class InspectionIngress:
         # From the config's backbone name (it must name the checkpoint's: replicas refuse another), so that
         # answering it never queues behind frames at a replica.
         self._model = ModelInfo(input_size=backbone_input_size(config.backbone), backbone=config.backbone)
+        self._replica_cpu_s = 0.0
         self.metrics = InspectionMetrics(DomainLabels([*config.domains, *config.pool.thresholds]))
 
     def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve calls this to get the ASGI app
@@ -73,9 +74,10 @@ class InspectionIngress:
     async def input_size(self) -> int:
         return self._model.input_size
 
-    async def cpu_seconds(self) -> float:
-        """CPU time of this ingress process so far (the stream bench's transfer stage)."""
-        return time.process_time()
+    async def cpu_seconds(self) -> dict[str, float]:
+        """CPU time so far of this ingress's process and of the replicas' batches it routed frames to (the
+        stream bench's transfer and replica stages)."""
+        return {"ingress": time.process_time(), "replica": self._replica_cpu_s}
 
     async def _route(self, frame: FrameInput) -> InspectionOutcome:
         started = time.monotonic()
@@ -96,6 +98,7 @@ class InspectionIngress:
         else:
             outcome = scored.outcome
             self.metrics.batch_size.observe(scored.batch_size)
+            self._replica_cpu_s += scored.cpu_s
         self._observe(frame.domain, outcome, time.monotonic() - started)
         return outcome
 
