@@ -2,9 +2,17 @@
 local stack, so they live above services/ and stay out of the container image)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
+
+
+def quiet_service_logs() -> None:
+    """The demo and the stream bench run the consumer in this process: its per-batch INFO records would bury
+    their progress and summary. WARNING unless -v asked for our DEBUG records."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("services").setLevel(logging.WARNING)
 
 
 def demo_command(
@@ -15,6 +23,7 @@ def demo_command(
     """End to end on a fresh machine: stack, synthetic data, training, registration, streaming, summary."""
     from inctrl.dev.demo import DemoOptions, run_demo
 
+    quiet_service_logs()
     summary = run_demo(DemoOptions(work_dir=work_dir, backbone=backbone, frames_per_line=frames_per_line))
     typer.echo(summary.render())
 
@@ -29,6 +38,7 @@ def bench_stream_command(
     """Frames/s and latency percentiles through Kafka -> Serve -> S3 against the in-process detector."""
     from inctrl.dev.stream_bench import StreamBenchOptions, run_stream_bench
 
+    quiet_service_logs()
     report = run_stream_bench(
         StreamBenchOptions(backbone=backbone, frames=frames, batch_size=batch_size, domains=domains, work_dir=work_dir)
     )

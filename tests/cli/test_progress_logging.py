@@ -76,3 +76,19 @@ def test_ordinary_log_output_leaves_progress_records_to_the_progress_line(restor
     record.progress = {"task": "t", "done": 1, "total": 2}
     assert plain and all(not h.filter(record) for h in plain)
     assert any(isinstance(h, ProgressHandler) for h in logging.getLogger().handlers)
+
+
+@pytest.mark.parametrize(("root_level", "expected"), [(logging.INFO, logging.WARNING), (logging.DEBUG, logging.NOTSET)])
+def test_dev_jobs_keep_the_services_per_batch_logs_out_unless_verbose(root_level: int, expected: int) -> None:
+    from inctrl.dev.commands import quiet_service_logs
+
+    root, services = logging.getLogger(), logging.getLogger("services")
+    before = root.level, services.level
+    try:
+        root.setLevel(root_level)  # what configure_logging sets without and with -v
+        services.setLevel(logging.NOTSET)
+        quiet_service_logs()
+        assert services.level == expected
+    finally:
+        root.setLevel(before[0])
+        services.setLevel(before[1])
