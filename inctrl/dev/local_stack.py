@@ -37,6 +37,7 @@ DEFAULT_S3_PORT = 18333
 _GRPC_OFFSET = 10000
 _PORT_ATTEMPTS = 3
 _WEED_PORT_ROLES = ("s3", "master", "volume", "filer", "admin")
+_WEED_MAX_VOLUMES = 1024
 # Off SeaweedFS's own defaults so a developer's separate SeaweedFS does not collide with ours.
 _WEED_DEFAULT_PORTS = {"s3": DEFAULT_S3_PORT, "master": 19433, "volume": 19440, "filer": 18988, "admin": 13746}
 
@@ -307,6 +308,10 @@ class LocalStack:
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0", f"-s3.port={ports['s3']}", f"-master.port={ports['master']}",
                 f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}",
+                # Every bucket is a collection with volumes of its own, and `mini` allows free disk / volume
+                # size of them (32 here at 1 GB): a test session's unique buckets ran out of slots ("no free
+                # volumes left"). Small volumes, many slots; volume files are not preallocated.
+                "-master.volumeSizeLimitMB=64", f"-volume.max={_WEED_MAX_VOLUMES}",
             ]  # fmt: skip
             env = {**os.environ, "AWS_ACCESS_KEY_ID": self._access_key, "AWS_SECRET_ACCESS_KEY": self._secret_key}
             self._spawn("weed", command, env)
