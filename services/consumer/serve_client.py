@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from ray import serve
 
 from services.protocol.outcomes import DecodedFrame, FrameInput, InspectionOutcome, InspectionUnavailable
@@ -48,7 +49,7 @@ class InspectionClient:
         return True
 
 
-def _prepared(frame: DecodedFrame):  # noqa: ANN202 - np.ndarray
+def _prepared(frame: DecodedFrame) -> np.ndarray:
     if frame.pixels is None:
         raise ValueError(f"frame {frame.request.frame_id}: not prepared (the consumer sets DecodedFrame.pixels)")
     return frame.pixels
