@@ -14,11 +14,16 @@ the one-sided prediction bound for a new value of a Gaussian whose mean AND spre
 n values: a new normal score exceeds t with probability a when the logits are Gaussian. (The standard
 normal quantile in place of q treats s as exact; with n = 4 it lets several times the target through.)
 Leave-one-out banks have one shot fewer than the served bank, so their normal scores run slightly high.
-Measured on held-out TRAINING domains (synthetic brick, grass, capsule, pcb, EfficientNet-Lite0, K = 4,
-3 draws of references, the default standardised fusion with training-free components; 192 normal and
-576 defective test images) at a 1% target: Student's t gave FPR 3.1% (6/192) and recall 38%, the normal
-quantile FPR 8.3% and recall 59%, the maximum of the n scores FPR 16%; with trained heads and pcb or capsule
-held out of training, Student 0/48 and 0/48, the normal quantile 5/48 and 1/48. A 1% rate needs a few
+Four values can also come out nearly equal by chance (four very alike references), which makes s, and
+the bound, far too small; under the standardised fusion the logit spread is therefore floored at half the
+step one LOO spread of max M_x makes in the fused logit (w_Mx / (T sum_c w_c), model/fusion.py): a fresh
+normal's max M_x varies by about one such spread by construction of the z-scores.
+Measured on held-out TRAINING domains (synthetic brick, grass, capsule, pcb, EfficientNet-Lite0 on its
+stride-8 grid, K = 4, 3 draws of references, the standardised fusion of max M_x and g; 192 normal and 576
+defective test images) at a 1% target: Student's t alone gave FPR 6.8% (13/192; pcb 20.8%: its four LOO
+scores nearly equal) and recall 56.6%, with the floor FPR 1.6% (3/192) and recall 55.7%; a floor of one
+whole step 0/192 and 41.7%. (Earlier, on the stride-16 features: the normal quantile in place of q gave FPR
+8.3%, Student 3.1%, the maximum of the n scores 16%.) A 1% rate needs a few
 hundred normal images to be measured at all.
 
 Pixel threshold: the highest value any normal map reached (the maximum of the n per-image maxima): a
@@ -44,6 +49,7 @@ from .detector import InCTRLv2
 DEFAULT_TARGET_FPR = 0.01
 _EPS = 1e-6  # logits of 0 and 1 are infinite
 _MIN_LOGIT_STD = 1e-3  # identical normal values would otherwise give a zero-width bound
+SPREAD_FLOOR_STEPS = 0.5  # the logit spread's floor, in LOO spreads of max M_x (module docstring)
 
 
 class CalibrationError(ValueError):
@@ -95,17 +101,25 @@ def student_t_quantile(p: float, dof: int) -> float:
     return (low + high) / 2
 
 
-def fpr_threshold(values: list[float], target_fpr: float) -> float:
-    """The level a new normal value exceeds with probability target_fpr (module docstring); n >= 2."""
+def fpr_threshold(values: list[float], target_fpr: float, min_logit_spread: float = _MIN_LOGIT_STD) -> float:
+    """The level a new normal value exceeds with probability target_fpr (module docstring); n >= 2, the
+    logits' spread taken as at least ``min_logit_spread``."""
     if not 0.0 < target_fpr < 0.5:
         raise CalibrationError(f"target false-positive rate must lie in (0, 0.5), got {target_fpr}")
     if len(values) < 2:
         raise CalibrationError(f"a threshold needs at least 2 normal values, got {len(values)}")
     z = torch.logit(torch.tensor(values, dtype=torch.float64).clamp(_EPS, 1 - _EPS))
     n = len(values)
-    spread = max(float(z.std(unbiased=True)), _MIN_LOGIT_STD) * math.sqrt(1.0 + 1.0 / n)
+    spread = max(float(z.std(unbiased=True)), min_logit_spread, _MIN_LOGIT_STD) * math.sqrt(1.0 + 1.0 / n)
     bound = float(z.mean()) + student_t_quantile(1.0 - target_fpr, n - 1) * spread
     return float(torch.sigmoid(torch.tensor(bound, dtype=torch.float64)))
+
+
+def min_logit_spread(detector: InCTRLv2, shots: int) -> float:
+    """The floor of the normal logits' spread for a bank of ``shots`` references (module docstring): none where
+    the score is not a logistic of z-scores (Eq 9, or K = 1, where s is max M_x itself)."""
+    step = detector.image_fusion.logit_per_patch_spread(detector.component_names)
+    return _MIN_LOGIT_STD if step is None or shots < 2 else max(_MIN_LOGIT_STD, SPREAD_FLOOR_STEPS * step)
 
 
 @torch.inference_mode()
@@ -158,7 +172,7 @@ def calibrate(
         method = "leave-one-out"
     scores = normal_scores.double().tolist()
     maxima = normal_maps.flatten(1).amax(dim=1).double().tolist()
-    threshold = fpr_threshold(scores, target_fpr)
+    threshold = fpr_threshold(scores, target_fpr, min_logit_spread(detector, bank.shots))
     pixel_threshold = max(maxima)
     median = float(normal_maps.double().median())
     low = min(median, pixel_threshold)

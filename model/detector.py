@@ -163,6 +163,11 @@ class InCTRLv2(nn.Module):
             prototype,
         )
 
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        """The image-level components this detector computes (``components``)."""
+        return (IMAGE, PATCH, GLOBAL, TEXT) if self.backbone.has_text else (IMAGE, PATCH, GLOBAL)
+
     def components(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> dict[str, torch.Tensor]:
         """Image-level components per query, (B,) each: s_i, s_q (text tower only), max M_x, g."""
         found = {

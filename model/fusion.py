@@ -15,7 +15,7 @@ Image score, two variants behind one interface (`ImageFusion`, built by `create_
 """
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Collection, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,10 @@ class ImageFusion(Protocol):
     def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         """components: name -> (B,) per query; references: name -> (H,) LOO values, None when K = 1 -> (B,) in [0, 1]."""
 
+    def logit_per_patch_spread(self, present: Collection[str]) -> float | None:
+        """How far logit(s) moves when max M_x moves by one of its LOO spreads (the other components fixed), with
+        the components ``present``; None where s is not a logistic of z-scores."""
+
 
 class PaperFusion:
     """Eq 9 with alpha; the components' raw scales, no references needed."""
@@ -51,6 +55,9 @@ class PaperFusion:
         if "text" in components:
             holistic = (components["image"] + components["text"]) / 2
         return (1 - self.alpha) * holistic + self.alpha * components[PATCH]
+
+    def logit_per_patch_spread(self, present: Collection[str]) -> float | None:
+        return None
 
 
 class StandardisedFusion:
@@ -78,6 +85,11 @@ class StandardisedFusion:
             raise ValueError(f"standardised fusion: none of the weighted components {sorted(self.weights)} is available")
         fused = sum(w * self._evidence(name, standardise(components[name], references[name], self.floor)) for name, w in used.items())
         return torch.sigmoid(fused / (self.temperature * sum(used.values())))
+
+    def logit_per_patch_spread(self, present: Collection[str]) -> float | None:
+        """w_Mx / (T * sum_c w_c): the fused logit is sum_c w_c z_c / (T * sum_c w_c)."""
+        used = [w for name, w in self.weights.items() if name in present]
+        return self.weights.get(PATCH, 0.0) / (self.temperature * sum(used)) if used else None
 
 
 def create_image_fusion(config: FusionConfig, alpha: float, has_text: bool) -> PaperFusion | StandardisedFusion:

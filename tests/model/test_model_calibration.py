@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from model import InCTRLv2
-from model.calibration import CalibrationError, calibrate, fpr_threshold, leave_one_out, student_t_cdf, student_t_quantile
+from model.calibration import (
+    SPREAD_FLOOR_STEPS,
+    CalibrationError,
+    calibrate,
+    fpr_threshold,
+    leave_one_out,
+    min_logit_spread,
+    student_t_cdf,
+    student_t_quantile,
+)
 from pipelines.synth.generator import defect_example, image_rng, render_normal
 from pipelines.synth.defects import to_uint8
 
@@ -101,3 +110,25 @@ def test_calibrated_thresholds_hold_on_held_out_normals_of_a_synthetic_product(e
     assert low < found.pixel_threshold < high
     assert found.recall is not None and len(found.defect_scores) == 6
     assert found.recall == pytest.approx(np.mean([s >= found.threshold for s in found.defect_scores]))
+
+
+def test_too_alike_references_cannot_shrink_the_threshold_to_their_own_scores(
+    effnet_detector: InCTRLv2, tiny_detector: InCTRLv2
+) -> None:
+    """Nearly equal leave-one-out scores (four very alike references) would give a bound on top of the scores
+    themselves (pcb on held-out training domains: FPR 20.8%). Under the standardised fusion the logit spread
+    is floored at half the step one LOO spread of max M_x makes in the fused logit; not under Eq 9 or K = 1."""
+    fusion = effnet_detector.config.fusion
+    step = fusion.weights["patch"] / (fusion.temperature * sum(w for name, w in fusion.weights.items() if name != "text"))
+    floor = min_logit_spread(effnet_detector, 4)
+    assert floor == pytest.approx(SPREAD_FLOOR_STEPS * step)
+    assert min_logit_spread(effnet_detector, 1) < 0.01 and min_logit_spread(tiny_detector, 4) < 0.01
+    q = student_t_quantile(0.99, 3) * (1 + 1 / 4) ** 0.5
+    alike = fpr_threshold([0.5, 0.5, 0.5, 0.5], 0.01, floor)
+    assert float(torch.logit(torch.tensor(alike, dtype=torch.float64))) == pytest.approx(q * floor)
+
+    references = _normals("capsule", 4, effnet_detector.backbone.image_size)
+    _, found = calibrate(effnet_detector, references, "capsule")
+    assert found.threshold == pytest.approx(fpr_threshold(found.normal_scores, 0.01, floor))
+    logits = torch.logit(torch.tensor(found.normal_scores, dtype=torch.float64))
+    assert float(torch.logit(torch.tensor(found.threshold, dtype=torch.float64))) >= float(logits.mean()) + q * floor - 1e-9
