@@ -9,10 +9,14 @@ import typer
 
 
 def quiet_service_logs() -> None:
-    """The demo and the stream bench run the consumer in this process: its per-batch INFO records would bury
-    their progress and summary. WARNING unless -v asked for our DEBUG records."""
+    """The demo and the stream bench run the consumer and the Serve driver in this process: their per-batch and
+    per-deployment INFO records would bury the progress and the summary. WARNING unless -v asked for DEBUG."""
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("services").setLevel(logging.WARNING)
+        # Importing ray.serve sets its own non-propagating logger to INFO, over what configure_logging set.
+        import ray.serve  # noqa: F401
+
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
 def demo_command(

@@ -79,16 +79,21 @@ def test_ordinary_log_output_leaves_progress_records_to_the_progress_line(restor
 
 
 @pytest.mark.parametrize(("root_level", "expected"), [(logging.INFO, logging.WARNING), (logging.DEBUG, logging.NOTSET)])
-def test_dev_jobs_keep_the_services_per_batch_logs_out_unless_verbose(root_level: int, expected: int) -> None:
+def test_dev_jobs_keep_the_services_and_serve_driver_logs_out_unless_verbose(root_level: int, expected: int) -> None:
     from inctrl.dev.commands import quiet_service_logs
 
-    root, services = logging.getLogger(), logging.getLogger("services")
-    before = root.level, services.level
+    import ray.serve  # noqa: F401 - sets the "ray.serve" logger to INFO, as the demo's own import does
+
+    root, services, serve = logging.getLogger(), logging.getLogger("services"), logging.getLogger("ray.serve")
+    before = root.level, services.level, serve.level
     try:
         root.setLevel(root_level)  # what configure_logging sets without and with -v
         services.setLevel(logging.NOTSET)
+        serve.setLevel(logging.INFO)
         quiet_service_logs()
         assert services.level == expected
+        assert serve.level == (logging.WARNING if root_level == logging.INFO else logging.INFO)
     finally:
         root.setLevel(before[0])
         services.setLevel(before[1])
+        serve.setLevel(before[2])
