@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
 
-def read_topic(client_options: dict[str, Any], topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:
-    """Message values from every partition, stopping at ``expected`` messages or the timeout.
+def read_topic(
+    client_options: dict[str, Any],
+    topic: str,
+    expected: int,
+    timeout_s: float = 30.0,
+    until: Callable[[list[bytes]], bool] | None = None,
+) -> list[bytes]:
+    """Message values from every partition, stopping at ``expected`` messages (or, when given, once
+    ``until(values)`` holds: at-least-once topics may hold duplicates, so a count can stop too early) or the
+    timeout.
 
     Counts what it reads instead of trusting the broker's end offsets, which Tansu reports wrongly after
     batched produces.
@@ -20,7 +28,8 @@ def read_topic(client_options: dict[str, Any], topic: str, expected: int, timeou
         consumer.seek_to_beginning()
         values: list[bytes] = []
         deadline = time.monotonic() + timeout_s
-        while len(values) < expected and time.monotonic() < deadline:
+        done = until or (lambda read: len(read) >= expected)
+        while not done(values) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=200).values():
                 values.extend(record.value for record in batch)
         return values

@@ -100,13 +100,17 @@ def object_store(service_settings: ServiceSettings) -> ObjectStore:
 
 @pytest.fixture
 def read_topic(kafka_bootstrap: str) -> Callable[..., list[bytes]]:
-    """read_topic(topic, expected, timeout_s=30) -> message values, read from the beginning of every partition.
+    """read_topic(topic, expected, timeout_s=30, until=None) -> message values, read from the beginning of every
+    partition.
 
-    Stops once `expected` messages arrived (or the timeout passed); see inctrl.dev.topic_reader.
+    Stops once `expected` messages arrived, or `until(values)` holds when given (or the timeout passed); see
+    inctrl.dev.topic_reader.
     """
 
-    def read(topic: str, expected: int, timeout_s: float = 30.0) -> list[bytes]:
-        return topic_reader.read_topic({"bootstrap_servers": kafka_bootstrap}, topic, expected, timeout_s)
+    def read(
+        topic: str, expected: int, timeout_s: float = 30.0, until: Callable[[list[bytes]], bool] | None = None
+    ) -> list[bytes]:
+        return topic_reader.read_topic({"bootstrap_servers": kafka_bootstrap}, topic, expected, timeout_s, until)
 
     return read
 
