@@ -101,7 +101,7 @@ def student_t_quantile(p: float, dof: int) -> float:
     return (low + high) / 2
 
 
-def fpr_threshold(values: list[float], target_fpr: float, min_logit_spread: float = _MIN_LOGIT_STD) -> float:
+def fpr_threshold(values: list[float], target_fpr: float, min_logit_spread: float = 0.0) -> float:
     """The level a new normal value exceeds with probability target_fpr (module docstring); n >= 2, the
     logits' spread taken as at least ``min_logit_spread``."""
     if not 0.0 < target_fpr < 0.5:
@@ -119,7 +119,7 @@ def min_logit_spread(detector: InCTRLv2, shots: int) -> float:
     """The floor of the normal logits' spread for a bank of ``shots`` references (module docstring): none where
     the score is not a logistic of z-scores (Eq 9, or K = 1, where s is max M_x itself)."""
     step = detector.image_fusion.logit_per_patch_spread(detector.component_names)
-    return _MIN_LOGIT_STD if step is None or shots < 2 else max(_MIN_LOGIT_STD, SPREAD_FLOOR_STEPS * step)
+    return 0.0 if step is None or shots < 2 else SPREAD_FLOOR_STEPS * step
 
 
 @torch.inference_mode()

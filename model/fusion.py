@@ -80,7 +80,7 @@ class StandardisedFusion:
     def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         if references is None:
             return components[PATCH]
-        used = {name: w for name, w in self.weights.items() if name in components}
+        used = self._used(components)
         if not used:
             raise ValueError(f"standardised fusion: none of the weighted components {sorted(self.weights)} is available")
         fused = sum(w * self._evidence(name, standardise(components[name], references[name], self.floor)) for name, w in used.items())
@@ -88,8 +88,12 @@ class StandardisedFusion:
 
     def logit_per_patch_spread(self, present: Collection[str]) -> float | None:
         """w_Mx / (T * sum_c w_c): the fused logit is sum_c w_c z_c / (T * sum_c w_c)."""
-        used = [w for name, w in self.weights.items() if name in present]
-        return self.weights.get(PATCH, 0.0) / (self.temperature * sum(used)) if used else None
+        used = self._used(present)
+        return used.get(PATCH, 0.0) / (self.temperature * sum(used.values())) if used else None
+
+    def _used(self, present: Collection[str]) -> dict[str, float]:
+        """The weighted components among those ``present``."""
+        return {name: w for name, w in self.weights.items() if name in present}
 
 
 def create_image_fusion(config: FusionConfig, alpha: float, has_text: bool) -> PaperFusion | StandardisedFusion:
