@@ -104,7 +104,13 @@ def test_frames_are_replayed_not_dead_lettered_while_serve_is_unreachable(
     sent = send_frames(settings, 4, first_seed=800)
     unreachable = HttpInspectionClient(f"http://127.0.0.1:{free_port()}/", timeout_s=5, max_attempts=2, initial_backoff_s=0.05)
     with FrameConsumer.connect(settings, inspect=unreachable) as stranded:
-        stopper = threading.Timer(4.0, stranded.stop)
+        def stop_once_replayed() -> None:  # not a fixed time: joining the group can take seconds on a loaded machine
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (stranded.stats.polled >= len(sent) and stranded.stats.replays >= 1):
+                time.sleep(0.1)
+            stranded.stop()
+
+        stopper = threading.Thread(target=stop_once_replayed)
         stopper.start()
         stats = stranded.run()
         stopper.join()
