@@ -45,6 +45,7 @@ import torch
 
 from .bank import PromptBank
 from .detector import InCTRLv2
+from .nuisance import NuisanceViews, nuisance_views
 
 DEFAULT_TARGET_FPR = 0.01
 _EPS = 1e-6  # logits of 0 and 1 are infinite
@@ -63,7 +64,8 @@ class DomainCalibration:
     method: Literal["leave-one-out", "normal-set"]
     target_fpr: float
     threshold: float  # image threshold
-    normal_scores: list[float]
+    normal_scores: list[float]  # the image threshold's normal evidence: real normals first, then nuisance views
+    view_scores: int  # how many of normal_scores are nuisance views' (the last ones)
     pixel_threshold: float
     map_range: tuple[float, float]  # display range of the map's colour scale
     normal_map_maxima: list[float]
@@ -133,23 +135,43 @@ def _score_against(detector: InCTRLv2, images: torch.Tensor, bank: PromptBank, b
     return torch.cat(scores), torch.cat(maps)
 
 
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Each reference (and each of its nuisance views) scored against the bank of the other K - 1."""
+
+    bank: PromptBank  # of all K references
+    scores: torch.Tensor  # (K,)
+    maps: torch.Tensor  # (K, H, W)
+    view_scores: torch.Tensor  # (V,): view j is of reference j mod K (NuisanceViews.owners)
+
+
 @torch.inference_mode()
-def leave_one_out(detector: InCTRLv2, references: torch.Tensor, class_name: str) -> tuple[PromptBank, torch.Tensor, torch.Tensor]:
-    """(K, C, H, W) references -> the full bank, and each reference's score (K,) and map (K, H, W)
-    against the bank of the other K - 1. K encodes in one batch; needs K >= 2."""
+def leave_one_out(
+    detector: InCTRLv2, references: torch.Tensor, class_name: str, views: NuisanceViews = NuisanceViews(), batch_size: int = 32
+) -> LeaveOneOut:
+    """(K, C, H, W) references -> the full bank, and each reference's score and map, and its views' scores,
+    against the bank of the other K - 1. The K references are encoded in one batch, the views in batches of
+    ``batch_size``; needs K >= 2."""
     shots = len(references)
     if shots < 2:
         raise CalibrationError("leave-one-out calibration needs at least 2 reference images (or a set of normal images)")
     embedding, patches = detector.encode(references)
     bank = detector.bank_from_features(embedding, patches, class_name)
     size = tuple(references.shape[-2:])
-    scores, maps = [], []
+    owners = torch.tensor(views.owners(shots), dtype=torch.long)
+    generator = torch.Generator().manual_seed(views.seed)
+    scores, maps, view_scores = [], [], torch.zeros(len(owners))
     for i in range(shots):
         others = bank.subset([j for j in range(shots) if j != i])
         detection = detector.score(embedding[i : i + 1], patches[i : i + 1], others, size)
         scores.append(detection.scores.cpu())
         maps.append(detection.maps.cpu())
-    return bank, torch.cat(scores), torch.cat(maps)
+        mine = (owners == i).nonzero().flatten()
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            drawn = nuisance_views(references[owners[chunk]], views, generator)
+            view_scores[chunk] = detector.detect(drawn, others).scores.cpu()
+    return LeaveOneOut(bank, torch.cat(scores), torch.cat(maps), view_scores)
 
 
 def calibrate(
@@ -160,17 +182,21 @@ def calibrate(
     defects: torch.Tensor | None = None,
     target_fpr: float = DEFAULT_TARGET_FPR,
     batch_size: int = 32,
+    views: NuisanceViews = NuisanceViews(),
 ) -> tuple[PromptBank, DomainCalibration]:
     """Calibrate a domain from (K, C, H, W) references, optional extra normals and optional defect images
-    (the defects only measure the recall the threshold implies; they never move it)."""
+    (the defects only measure the recall the threshold implies; they never move it). Without normals the
+    references' nuisance ``views`` join their leave-one-out scores as normal evidence for the image threshold."""
     if normals is not None and len(normals):
         bank = detector.build_prompt_bank(references, class_name)
         normal_scores, normal_maps = _score_against(detector, normals, bank, batch_size)
+        view_scores = torch.zeros(0)
         method: Literal["leave-one-out", "normal-set"] = "normal-set"
     else:
-        bank, normal_scores, normal_maps = leave_one_out(detector, references, class_name)
+        found = leave_one_out(detector, references, class_name, views, batch_size)
+        bank, normal_scores, normal_maps, view_scores = found.bank, found.scores, found.maps, found.view_scores
         method = "leave-one-out"
-    scores = normal_scores.double().tolist()
+    scores = torch.cat([normal_scores, view_scores]).double().tolist()
     maxima = normal_maps.flatten(1).amax(dim=1).double().tolist()
     threshold = fpr_threshold(scores, target_fpr, min_logit_spread(detector, bank.shots))
     pixel_threshold = max(maxima)
@@ -182,7 +208,8 @@ def calibrate(
         defect_scores = _score_against(detector, defects, bank, batch_size)[0].double().tolist()
     recall = sum(s >= threshold for s in defect_scores) / len(defect_scores) if defect_scores else None
     calibration = DomainCalibration(
-        method=method, target_fpr=target_fpr, threshold=threshold, normal_scores=scores, pixel_threshold=pixel_threshold,
-        map_range=(low, high), normal_map_maxima=maxima, defect_scores=defect_scores, recall=recall,
+        method=method, target_fpr=target_fpr, threshold=threshold, normal_scores=scores, view_scores=len(view_scores),
+        pixel_threshold=pixel_threshold, map_range=(low, high), normal_map_maxima=maxima, defect_scores=defect_scores,
+        recall=recall,
     )  # fmt: skip
     return bank, calibration

@@ -33,6 +33,7 @@ def calibrate_threshold(
     calibration = ThresholdCalibration(
         method="given" if threshold is not None else found.method,
         normal_scores=found.normal_scores,
+        view_scores=found.view_scores,
         target_fpr=found.target_fpr,
         pixel_threshold=found.pixel_threshold,
         map_range=found.map_range,

@@ -173,7 +173,10 @@ def _describe(record: DomainRecord) -> list[str]:
     if calibration.method == "given":
         how = "given"
     else:
-        how = f"calibrated {calibration.method} on {len(calibration.normal_scores)} normal scores"
+        views = calibration.view_scores
+        how = f"calibrated {calibration.method} on {len(calibration.normal_scores) - views} normal scores"
+        if views:
+            how += f" and {views} of nuisance views of the references"
     if calibration.pixel_threshold is None:
         pixel = "none (needs K >= 2 references or calibration images)"
     else:

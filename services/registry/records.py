@@ -40,6 +40,9 @@ class ThresholdCalibration(BaseModel):
     quantile: float | None = Field(None, description="Records before target-FPR calibration: the normal-score quantile.")
     margin: float | None = Field(None, description="Records before target-FPR calibration: added to that quantile.")
     normal_scores: list[float] = Field(default_factory=list, description="The normal scores it was set from.")
+    view_scores: int = Field(
+        0, ge=0, description="How many of normal_scores (the last ones) are the references' nuisance views' (model/nuisance.py)."
+    )
     target_fpr: float | None = Field(None, gt=0.0, lt=0.5, description="False-positive rate the image threshold aims at.")
     pixel_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Map level above which a pixel is anomalous (area, boxes, outline)."

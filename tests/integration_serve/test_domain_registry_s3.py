@@ -7,6 +7,7 @@ import torch
 
 from model import InCTRLv2, InCTRLv2Config
 from model.calibration import fpr_threshold
+from model.nuisance import NuisanceViews
 from services.protocol.outcomes import Rejected
 from services.protocol.messages import DeadLetterReason
 from services.storage.object_store import ObjectStore
@@ -37,7 +38,8 @@ def test_register_versions_list_show_and_calibrated_threshold(registry: DomainRe
     first = registry.register("capsule-a", "capsule", [texture(i) for i in range(4)], detector)
     assert (first.version, first.shots, first.calibration.method) == (1, 4, "leave-one-out")
     scores = first.calibration.normal_scores
-    assert len(scores) == 4 and first.threshold == pytest.approx(fpr_threshold(scores, first.calibration.target_fpr))
+    assert len(scores) == 4 + first.calibration.view_scores and first.calibration.view_scores == NuisanceViews().count
+    assert first.threshold == pytest.approx(fpr_threshold(scores, first.calibration.target_fpr))
     second = registry.register("capsule-a", "capsule", [texture(9, stripes=7)], detector, threshold=0.3)
     assert second.version == 2 and registry.current_version("capsule-a") == 2
     assert registry.show("capsule-a").threshold == 0.3 and registry.show("capsule-a", 1).threshold == first.threshold

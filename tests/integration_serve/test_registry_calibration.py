@@ -115,7 +115,10 @@ def test_domain_cli_register_show_and_list_report_target_thresholds_and_recall(
     assert shown.exit_code == 0, shown.output
     lines = dict(line.split("\t", 1) for line in shown.output.strip().splitlines()[1:])
     assert lines["target FPR"] == "5%"
-    assert lines["image threshold"].startswith(f"{record.threshold:.4f} (calibrated leave-one-out on 4 normal scores")
+    assert lines["image threshold"] == (
+        f"{record.threshold:.4f} (calibrated leave-one-out on 4 normal scores and 32 of nuisance views of the references)"
+    )
+    assert calibration.view_scores == 32 and len(calibration.normal_scores) == 4 + 32
     assert lines["pixel threshold"] == f"{calibration.pixel_threshold:.4f}"
     assert lines["recall"] == f"{100 * calibration.recall:.3g}% of 4 defect images at the image threshold"
     listed = runner.invoke(domain_app, ["list", "--registry", registry.uri], env=env)

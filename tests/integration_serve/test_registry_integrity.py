@@ -113,7 +113,7 @@ def test_add_references_grows_k_recalibrates_and_history_names_every_actor(
     added = [texture(50 + i) for i in range(2)]
     second = registry.add_references("delta", added, detector, actor="bob", note="frame 17 is fine")
     assert (second.version, second.shots, second.parent_version, second.actor, second.note) == (2, 4, 1, "bob", "frame 17 is fine")
-    assert second.calibration.method == "leave-one-out" and len(second.calibration.normal_scores) == 4
+    assert second.calibration.method == "leave-one-out" and len(second.calibration.normal_scores) == 4 + second.calibration.view_scores
     assert registry.current_version("delta") == 2
     frames = [texture(90), texture(91, stripes=9)]
     expected = detector.build_prompt_bank(torch.from_numpy(np.stack([quantised(x) for x in first + added])), "capsule")

@@ -17,6 +17,7 @@ from model.calibration import (
     student_t_cdf,
     student_t_quantile,
 )
+from model.nuisance import NuisanceViews
 from pipelines.synth.generator import defect_example, image_rng, render_normal
 from pipelines.synth.defects import to_uint8
 
@@ -74,16 +75,29 @@ def test_leave_one_out_encodes_the_references_once_and_matches_rebuilt_banks(tin
 
     tiny_detector.encode = counting  # type: ignore[method-assign]
     try:
-        bank, scores, maps = leave_one_out(tiny_detector, references, "widget")
+        found = leave_one_out(tiny_detector, references, "widget", NuisanceViews(count=0))
     finally:
         del tiny_detector.encode
     assert calls == [5]  # K images encoded once, not K banks of K - 1
-    assert bank.shots == 5 and scores.shape == (5,) and maps.shape == (5, 64, 64)
+    assert found.bank.shots == 5 and found.scores.shape == (5,) and found.maps.shape == (5, 64, 64)
+    assert found.view_scores.shape == (0,)
     for i in (0, 3):
         others = torch.cat([references[:i], references[i + 1 :]])
         expected = tiny_detector.detect(references[i : i + 1], tiny_detector.build_prompt_bank(others, "widget"))
-        assert scores[i].item() == pytest.approx(expected.scores[0].item(), abs=1e-5)
-        assert torch.allclose(maps[i], expected.maps[0], atol=1e-5)
+        assert found.scores[i].item() == pytest.approx(expected.scores[0].item(), abs=1e-5)
+        assert torch.allclose(found.maps[i], expected.maps[0], atol=1e-5)
+
+
+def test_each_view_is_scored_against_the_bank_without_its_own_reference(tiny_detector: InCTRLv2, make_images) -> None:
+    """Views that do not move are their references: scored against the OTHER references they must give
+    exactly the leave-one-out scores (against a bank holding their own reference they would score ~0)."""
+    references = make_images(3, 64, seed=5)
+    still = NuisanceViews(count=7, gain=0.0, shift=0.0, rotation=0.0)
+    found = leave_one_out(tiny_detector, references, "widget", still, batch_size=2)
+    assert found.view_scores.shape == (7,)
+    owners = still.owners(3)
+    assert owners == [0, 1, 2, 0, 1, 2, 0]
+    assert torch.allclose(found.view_scores, found.scores[owners], atol=1e-5)
 
 
 def test_leave_one_out_needs_two_references(tiny_detector: InCTRLv2, make_images) -> None:
@@ -100,7 +114,8 @@ def test_calibrated_thresholds_hold_on_held_out_normals_of_a_synthetic_product(e
     held_out = _normals("capsule", 24, size, stream="test_good")
     defects = _defects("capsule", 6, size)
     bank, found = calibrate(effnet_detector, references, "capsule", defects=defects)
-    assert found.method == "leave-one-out" and len(found.normal_scores) == 8 and bank.shots == 8
+    assert found.method == "leave-one-out" and bank.shots == 8
+    assert len(found.normal_scores) == 8 + NuisanceViews().count and found.view_scores == NuisanceViews().count
     detection = effnet_detector.detect(held_out, bank)
     false_alarms = int((detection.scores >= found.threshold).sum())
     assert false_alarms <= 1, (false_alarms, found.threshold, detection.scores.tolist())
