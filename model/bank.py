@@ -41,6 +41,11 @@ class PromptBank:
     # it; banks stored without it (or for another budget) select it on first use.
     coreset: torch.Tensor | None = None
     coreset_budget: int | None = None
+    # (V, E) f_v of exposure views of the references and (V,) int64 the reference each is a view of
+    # (model/nuisance.py): extra normal values of the global distance g for its standardisation. Banks
+    # stored without them standardise g by leave-one-out alone.
+    view_embeddings: torch.Tensor | None = None
+    view_owners: torch.Tensor | None = None
     _searches: dict[tuple[str, int, int | None], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
     _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
     _derived: dict[str, tuple[Hashable, object]] = field(default_factory=dict, repr=False, compare=False)
@@ -93,6 +98,8 @@ class PromptBank:
                 self.class_name, self.backbone_id, self.embeddings.to(device), self.patches.to(device), self.text.to(device),
                 None if loo is None else loo.to(device),
                 None if self.coreset is None else self.coreset.to(device), self.coreset_budget,
+                None if self.view_embeddings is None else self.view_embeddings.to(device),
+                None if self.view_owners is None else self.view_owners.to(device),
             )
         return self._copies[device]
 
@@ -108,9 +115,16 @@ class PromptBank:
         index = torch.tensor(keep, device=self.patches.device)
         patches = self.patches.reshape(n_layers, self.shots, rows // self.shots, width)[:, index].reshape(n_layers, -1, width)
         coreset = None if self.coreset is None else restrict_to_prompts(self.coreset, self.shots, rows, keep)
+        view_embeddings = view_owners = None
+        if self.view_embeddings is not None and self.view_owners is not None:
+            renumbered = torch.full((self.shots,), -1, dtype=torch.long, device=self.view_owners.device)
+            renumbered[index.to(renumbered.device)] = torch.arange(len(keep), device=renumbered.device)
+            kept = renumbered[self.view_owners] >= 0
+            view_embeddings, view_owners = self.view_embeddings[kept], renumbered[self.view_owners[kept]]
         return PromptBank(
             self.class_name, self.backbone_id, self.embeddings[index], patches.contiguous(), self.text,
             coreset=coreset, coreset_budget=None if coreset is None else self.coreset_budget,
+            view_embeddings=view_embeddings, view_owners=view_owners,
         )  # fmt: skip
 
     def to_bytes(self) -> bytes:
@@ -123,6 +137,9 @@ class PromptBank:
         if self.coreset is not None:
             stored["coreset"] = self.coreset.detach().long().cpu().contiguous()
             metadata["coreset_budget"] = str(self.coreset_budget)
+        if self.view_embeddings is not None and self.view_owners is not None:
+            stored["view_embeddings"] = self.view_embeddings.detach().float().cpu().contiguous()
+            stored["view_owners"] = self.view_owners.detach().long().cpu().contiguous()
         return save_tensors(stored, metadata)
 
     @classmethod
@@ -154,7 +171,10 @@ class PromptBank:
         if loo is not None and (embeddings.shape[0] < 2 or tuple(loo.shape) != expected_loo):
             raise PromptBankError(f"{source}: leave-one-out cosines have shape {tuple(loo.shape)}, expected {expected_loo}")
         coreset, budget = _stored_coreset(tensors.get("coreset"), metadata.get("coreset_budget"), patches.shape, source)
-        return cls(metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo, coreset, budget)
+        view_embeddings, view_owners = _stored_views(tensors.get("view_embeddings"), tensors.get("view_owners"), embeddings.shape, source)
+        return cls(
+            metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo, coreset, budget, view_embeddings, view_owners
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.to_bytes())
@@ -191,6 +211,29 @@ def _stored_coreset(
             f"rows in [0, {rows})"
         )
     return coreset, int(budget)
+
+
+def _stored_views(
+    view_embeddings: torch.Tensor | None, view_owners: torch.Tensor | None, embeddings_shape: torch.Size, source: str
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The stored exposure views (V, E) and their owners (V,), checked against the embeddings (K, E); banks
+    written before views existed have neither."""
+    if view_embeddings is None and view_owners is None:
+        return None, None
+    shots, width = embeddings_shape
+    valid = (
+        view_embeddings is not None
+        and view_owners is not None
+        and view_embeddings.ndim == 2
+        and view_embeddings.shape[1] == width
+        and view_owners.dtype == torch.int64
+        and tuple(view_owners.shape) == (view_embeddings.shape[0],)
+        and (view_owners.numel() == 0 or (int(view_owners.min()) >= 0 and int(view_owners.max()) < shots))
+    )
+    if not valid:
+        shapes = {name: None if t is None else (tuple(t.shape), str(t.dtype)) for name, t in (("view_embeddings", view_embeddings), ("view_owners", view_owners))}
+        raise PromptBankError(f"{source}: exposure views {shapes} must be (V, {width}) embeddings with (V,) int64 owners in [0, {shots})")
+    return view_embeddings, view_owners
 
 
 def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:

@@ -156,7 +156,8 @@ def leave_one_out(
     if shots < 2:
         raise CalibrationError("leave-one-out calibration needs at least 2 reference images (or a set of normal images)")
     embedding, patches = detector.encode(references)
-    bank = detector.bank_from_features(embedding, patches, class_name)
+    global_views = detector.global_view_embeddings([references[i : i + 1] for i in range(shots)])
+    bank = detector.bank_from_features(embedding, patches, class_name, global_views)
     size = tuple(references.shape[-2:])
     owners = torch.tensor(views.owners(shots), dtype=torch.long)
     generator = torch.Generator().manual_seed(views.seed)

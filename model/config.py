@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .nuisance import NuisanceViews
+
 DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e32"
 
@@ -32,6 +34,10 @@ class FusionConfig(BaseModel):
     temperature: float = Field(4.0, gt=0.0, description="Standardised fusion: s = sigmoid(fused z / temperature).")
     gate: float | None = Field(
         None, ge=0.0, description="Standardised fusion: components other than max M_x count only by how far their z exceeds this; None = ungated."
+    )
+    global_views: NuisanceViews = Field(
+        default_factory=lambda: NuisanceViews(count=32, gain=0.15, shift=0.0),
+        description="Standardised fusion: exposure views of the references whose g joins the references' LOO g (count 0: none).",
     )
 
     @field_validator("weights")

@@ -17,6 +17,7 @@ from .config import InCTRLv2Config
 from .fusion import create_image_fusion, dasl_map, map_fusion_kind, oasl_map
 from .grid_maps import GridToImage
 from .heads import HeadOutputs, InCTRLv2Heads, text_score
+from .nuisance import nuisance_views
 from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
 from .prompts import orthogonal_prototypes, text_prototypes
 from .residuals import prompt_prototype
@@ -108,7 +109,8 @@ class InCTRLv2(nn.Module):
 
     @torch.no_grad()  # not inference_mode: training backpropagates through head outputs built on banks
     def build_prompt_bank(self, normals: torch.Tensor | Sequence[torch.Tensor], class_name: str) -> PromptBank:
-        """K >= 1 normal images in [0, 1] -> the domain's prompt bank.
+        """K >= 1 normal images in [0, 1] -> the domain's prompt bank, with the exposure views of them that
+        the standardised fusion needs (``global_view_embeddings``).
 
         ``normals`` is a (K, C, H, W) batch, or a sequence of (C, H, W) images of any sizes.
         """
@@ -118,14 +120,41 @@ class InCTRLv2(nn.Module):
             raise InvalidImageError("prompt set is empty: give at least one normal image (K >= 1)")
         batches = [normals] if isinstance(normals, torch.Tensor) else [image[None] for image in normals]
         encoded = [self.encode(validate_images(batch, "normals")) for batch in batches]
-        return self.bank_from_features(torch.cat([e for e, _ in encoded]), torch.cat([p for _, p in encoded]), class_name)
+        views = self.global_view_embeddings([image[None] for batch in batches for image in batch])
+        return self.bank_from_features(torch.cat([e for e, _ in encoded]), torch.cat([p for _, p in encoded]), class_name, views)
 
     @torch.no_grad()
-    def bank_from_features(self, embeddings: torch.Tensor, patches: torch.Tensor, class_name: str) -> PromptBank:
-        """A bank from already-encoded prompts: embeddings (K, E), raw patch tokens (K, L, N, W) from encode()."""
+    def global_view_embeddings(self, normals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """f_v (V, E) of exposure views of K (1, C, H, W) normals and the normal each is a view of (V,), for the
+        standardisation of g (FusionConfig.global_views); None where nothing is standardised (Eq 9, K = 1)."""
+        config = self.config.fusion.global_views
+        if not self.image_fusion.needs_references or len(normals) < 2 or config.count == 0:
+            return None
+        owners = torch.tensor(config.owners(len(normals)), dtype=torch.long)
+        generator = torch.Generator().manual_seed(config.seed)
+        embeddings = torch.zeros(len(owners), self.backbone.embed_dim, device=self.device)
+        for k, image in enumerate(normals):
+            mine = (owners == k).nonzero().flatten()
+            if len(mine):
+                views = nuisance_views(validate_images(image, "normals").expand(len(mine), -1, -1, -1), config, generator)
+                embeddings[mine.to(self.device)] = self.encode(views)[0]
+        return embeddings, owners.to(self.device)
+
+    @torch.no_grad()
+    def bank_from_features(
+        self,
+        embeddings: torch.Tensor,
+        patches: torch.Tensor,
+        class_name: str,
+        views: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> PromptBank:
+        """A bank from already-encoded prompts: embeddings (K, E), raw patch tokens (K, L, N, W) from encode(),
+        and optionally their exposure views' embeddings and owners (``global_view_embeddings``)."""
         n_layers, width = patches.shape[1], patches.shape[-1]
         references = F.normalize(patches, dim=-1).transpose(0, 1).reshape(n_layers, -1, width)  # (L, K*N, W)
         bank = PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))
+        if views is not None:
+            bank.view_embeddings, bank.view_owners = views
         bank.coreset_for(self.config.nn_max_references)  # selected here, once, and stored with the bank
         return bank
 
@@ -194,7 +223,7 @@ class InCTRLv2(nn.Module):
         found = {
             IMAGE: leave_one_out_image_score(self.heads, bank.embeddings),
             PATCH: leave_one_out_patch_score(loo),
-            GLOBAL: leave_one_out_global_distance(bank.embeddings),
+            GLOBAL: leave_one_out_global_distance(bank.embeddings, bank.view_embeddings, bank.view_owners),
         }
         if self.backbone.has_text:
             # s_q needs no bank: a reference's own s_q is already a normal value.

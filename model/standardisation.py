@@ -62,12 +62,20 @@ def global_distance(embedding: torch.Tensor, prompt_embeddings: torch.Tensor) ->
     return 1.0 - cosines.amax(dim=-1)
 
 
-def leave_one_out_global_distance(prompt_embeddings: torch.Tensor) -> torch.Tensor:
-    """(K, E) -> (H,): g of each held-out reference against the other references."""
+def leave_one_out_global_distance(
+    prompt_embeddings: torch.Tensor, view_embeddings: torch.Tensor | None = None, view_owners: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(K, E) -> (H + V,): g of each held-out reference against the other references, then g of each exposure
+    view (V, E) against the references other than its own (``view_owners`` (V,)); V = 0 without views."""
     unit = F.normalize(prompt_embeddings, dim=-1)
     cosines = unit @ unit.T
     cosines.fill_diagonal_(-float("inf"))
-    return 1.0 - cosines[held_out(len(unit)).to(unit.device)].amax(dim=-1)
+    found = 1.0 - cosines[held_out(len(unit)).to(unit.device)].amax(dim=-1)
+    if view_embeddings is None or view_owners is None or not len(view_owners):
+        return found
+    view_cosines = F.normalize(view_embeddings, dim=-1) @ unit.T  # (V, K)
+    view_cosines[torch.arange(len(view_owners), device=unit.device), view_owners.to(unit.device)] = -float("inf")
+    return torch.cat([found, 1.0 - view_cosines.amax(dim=-1)])
 
 
 def leave_one_out_image_score(heads: InCTRLv2Heads, prompt_embeddings: torch.Tensor) -> torch.Tensor:

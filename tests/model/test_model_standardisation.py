@@ -112,7 +112,10 @@ def test_bank_bytes_keep_the_leave_one_out_cosines_and_old_banks_still_score(sta
     assert restored.loo_max_cosine is not None and torch.equal(restored.loo_max_cosine, bank.leave_one_out())
     assert torch.equal(det.detect(images, restored).scores, det.detect(images, bank).scores)
     # A bank written before the field existed: recomputed on first use, same scores.
-    old = PromptBank(bank.class_name, bank.backbone_id, bank.embeddings, bank.patches, bank.text)
+    old = PromptBank(
+        bank.class_name, bank.backbone_id, bank.embeddings, bank.patches, bank.text,
+        view_embeddings=bank.view_embeddings, view_owners=bank.view_owners,
+    )  # fmt: skip
     legacy = PromptBank.from_bytes(_without_loo(old.to_bytes()))
     assert legacy.loo_max_cosine is None
     torch.testing.assert_close(det.detect(images, legacy).scores, det.detect(images, bank).scores, atol=1e-6, rtol=0)
@@ -136,6 +139,60 @@ def test_bank_with_misshapen_leave_one_out_cosines_is_refused(standardised_tiny:
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     with pytest.raises(PromptBankError, match="leave-one-out"):
         PromptBank.from_bytes(save(tensors, header["__metadata__"]), source="bad.bank")
+
+
+def test_exposure_views_add_normal_global_distances_against_the_other_references(standardised_tiny: InCTRLv2, make_images) -> None:
+    det = standardised_tiny
+    references = make_images(3, 64, seed=78)
+    bank = det.build_prompt_bank(references, "widget")
+    views = det.config.fusion.global_views
+    assert bank.view_embeddings is not None and bank.view_owners is not None
+    assert bank.view_embeddings.shape == (views.count, det.backbone.embed_dim) and bank.view_owners.tolist() == views.owners(3)
+    distances = det.reference_components(bank)["global"]
+    assert distances.shape == (3 + views.count,)
+    unit, references_unit = F.normalize(bank.view_embeddings, dim=-1), F.normalize(bank.embeddings, dim=-1)
+    for j in (0, 4, views.count - 1):
+        owner = int(bank.view_owners[j])
+        others = [k for k in range(3) if k != owner]
+        assert distances[3 + j].item() == pytest.approx(1 - (unit[j] @ references_unit[others].T).max().item(), abs=1e-5)
+    # An exposure view is near its own reference, not a copy of it: against the others it is a normal value.
+    assert not torch.allclose(bank.view_embeddings[0], bank.embeddings[0])
+    rebuilt = det.build_prompt_bank(references, "widget")
+    assert torch.equal(rebuilt.view_embeddings, bank.view_embeddings)  # the same references, the same views
+
+
+def test_exposure_views_survive_bytes_and_follow_their_references_into_subsets(standardised_tiny: InCTRLv2, make_images) -> None:
+    det = standardised_tiny
+    bank = det.build_prompt_bank(make_images(3, 64, seed=79), "widget")
+    restored = PromptBank.from_bytes(bank.to_bytes())
+    assert torch.equal(restored.view_embeddings, bank.view_embeddings) and torch.equal(restored.view_owners, bank.view_owners)
+    images = make_images(2, 64, seed=80)
+    assert torch.equal(det.detect(images, restored).scores, det.detect(images, bank).scores)
+    pair = bank.subset([2, 0])
+    kept = (bank.view_owners == 2) | (bank.view_owners == 0)
+    assert torch.equal(pair.view_embeddings, bank.view_embeddings[kept])
+    assert pair.view_owners.tolist() == [0 if int(o) == 2 else 1 for o in bank.view_owners[kept]]
+    assert det.build_prompt_bank(make_images(1, 64, seed=81), "widget").view_embeddings is None  # K = 1: nothing to standardise
+
+
+def test_prompt_banks_under_the_paper_fusion_carry_no_views(tiny_detector: InCTRLv2, make_images) -> None:
+    assert tiny_detector.build_prompt_bank(make_images(3, 64, seed=82), "widget").view_embeddings is None
+
+
+def test_bank_with_misshapen_exposure_views_is_refused(standardised_tiny: InCTRLv2, make_images) -> None:
+    from safetensors.torch import load, save
+
+    data = standardised_tiny.build_prompt_bank(make_images(3, 64, seed=83), "widget").to_bytes()
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    for change in ({"view_owners": torch.full((32,), 3, dtype=torch.long)}, {"view_embeddings": torch.zeros(32, 5)}, {"view_owners": None}):
+        tensors = load(data)
+        for name, value in change.items():
+            if value is None:
+                del tensors[name]
+            else:
+                tensors[name] = value
+        with pytest.raises(PromptBankError, match="exposure views"):
+            PromptBank.from_bytes(save(tensors, header["__metadata__"]), source="bad.bank")
 
 
 def test_fusion_config_survives_a_checkpoint_and_old_configs_load_as_auto(
