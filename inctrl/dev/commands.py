@@ -1,4 +1,4 @@
-"""Development-only commands: the demo and the stream and reliability benches (they use pipelines/ and the
+"""Development-only commands: the demo and the stream, reliability and views benches (they use pipelines/ and the
 local stack, so they live above services/ and stay out of the container image)."""
 from __future__ import annotations
 
@@ -49,10 +49,28 @@ def bench_stream_command(
     typer.echo(report.render())
 
 
+def bench_views_command(
+    checkpoint: Path = typer.Option(..., help="A trained checkpoint folder (inctrl train)."),
+    data: Path = typer.Option(..., help="Dataset root, e.g. runs/quality/<run>/synth or .../textiles."),
+    dataset: str = typer.Option("mvtec", help="Dataset reader: mvtec (the synthetic sets) or folder (the textiles)."),
+    categories: str | None = typer.Option(None, help="Comma-separated categories (default: all)."),
+    shots: int = typer.Option(4, help="K references per draw."),
+    seeds: int = typer.Option(3, help="Prompt draws per category."),
+    target_fpr: float = typer.Option(0.01, help="Target false-positive rate of the calibrated threshold."),
+) -> None:
+    """Served AUROC with and without the banks' exposure views, and the calibrated FPR / recall with and
+    without calibration's nuisance views, per category (inctrl/dev/views_bench.py)."""
+    from inctrl.dev.views_bench import run_views_bench
+
+    chosen = [c.strip() for c in categories.split(",")] if categories else None
+    typer.echo(run_views_bench(checkpoint, dataset, data, chosen, shots, seeds, target_fpr))
+
+
 def add_dev_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Mount `inctrl demo`, `inctrl bench stream` and `inctrl bench reliability` on the root CLI."""
+    """Mount `inctrl demo`, `inctrl bench stream`, `inctrl bench reliability` and `inctrl bench views` on the root CLI."""
     from inctrl.dev.reliability.bench import bench_reliability_command
 
     app.command("demo")(demo_command)
     bench_app.command("stream")(bench_stream_command)
     bench_app.command("reliability")(bench_reliability_command)
+    bench_app.command("views")(bench_views_command)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from model import InCTRLv2
+from model import InCTRLv2, PromptBank
 from model.calibration import DEFAULT_TARGET_FPR, CalibrationError, calibrate
 from services.registry.records import RegistryError, ThresholdCalibration
 
@@ -16,16 +16,16 @@ def calibrate_threshold(
     target_fpr: float = DEFAULT_TARGET_FPR,
     defects: torch.Tensor | None = None,
     threshold: float | None = None,
-) -> tuple[float, ThresholdCalibration]:
-    """The image threshold for `target_fpr` and the pixel calibration, from normal images only (a normal
-    set when given, else leave-one-out over K >= 2 references; model/calibration.py). Defect images only
-    measure the recall the threshold implies. A given `threshold` replaces the image threshold; the pixel
-    calibration is still made when the images allow it (K >= 2 or a normal set)."""
+) -> tuple[PromptBank, float, ThresholdCalibration]:
+    """The domain's bank, the image threshold for `target_fpr` and the pixel calibration, from normal images
+    only (a normal set when given, else leave-one-out over K >= 2 references; model/calibration.py). Defect
+    images only measure the recall the threshold implies. A given `threshold` replaces the image threshold;
+    the pixel calibration is still made when the images allow it (K >= 2 or a normal set)."""
     has_normals = normals is not None and len(normals) > 0
     if threshold is not None and not has_normals and len(references) < 2:
-        return threshold, ThresholdCalibration(method="given")
+        return detector.build_prompt_bank(references, class_name), threshold, ThresholdCalibration(method="given")
     try:
-        _, found = calibrate(detector, references, class_name, normals, defects, target_fpr)
+        bank, found = calibrate(detector, references, class_name, normals, defects, target_fpr)
     except CalibrationError as error:
         raise RegistryError(f"{error}; give --threshold") from error
     chosen = found.threshold if threshold is None else threshold
@@ -41,4 +41,4 @@ def calibrate_threshold(
         defect_scores=defect_scores,
         recall=sum(s >= chosen for s in defect_scores) / len(defect_scores) if defect_scores else None,
     )
-    return chosen, calibration
+    return bank, chosen, calibration

@@ -37,7 +37,8 @@ digest (written before it existed) is trusted by version alone until its next mo
 
 Thresholds are given or calibrated from normal images only (no defects are needed to register a domain):
 calibrate_threshold (services/registry/calibration.py, the statistics in model/calibration.py) scores a separate normal set against the full bank, or each of
-the K references against a bank of the other K-1 (leave-one-out, K encodes), and sets the image threshold
+the K references and their nuisance views against a bank of the other K-1 (leave-one-out: the K encodes
+that also build the stored bank, plus the views'), and sets the image threshold
 for a target false-positive rate (default 1%), the pixel threshold (area, boxes, overlay outline) and the
 map's display range; defect images, when given, only report the recall that threshold implies. The target
 and the defect images are kept with the version, so add_references recalibrates for the same target and
@@ -386,10 +387,9 @@ class DomainRegistry:
         """Build, calibrate, allocate a number, create the objects, move the pointer; returns the record."""
         size = detector.backbone.image_size
         reference_batch = stack_for_backbone(references.arrays, size, "reference images")
-        bank = detector.build_prompt_bank(reference_batch, class_name)
         normal_batch = stack_for_backbone(normals.arrays, size, "calibration images") if normals else None
         defect_batch = stack_for_backbone(defects.arrays, size, "defect images") if defects else None
-        threshold, calibration = calibrate_threshold(
+        bank, threshold, calibration = calibrate_threshold(
             detector, reference_batch, class_name, normal_batch, target_fpr=target_fpr, defects=defect_batch, threshold=threshold
         )
         bank_bytes = bank.to_bytes()

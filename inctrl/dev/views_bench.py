@@ -1,0 +1,120 @@
+"""`inctrl bench views`: what the references' nuisance views change, per category (dev only).
+
+Two ablations on one trained checkpoint, with the same prompt draws for both arms (pipelines/manifest.py):
+- ranking: the served image AUROC with the bank's exposure views (FusionConfig.global_views, the
+  standardisation of g) and without them, next to the training-free patch baseline (max M_x);
+- thresholds: the false-positive rate and recall at the calibrated image threshold (target FPR) with
+  calibration's nuisance views (model/nuisance.py) and with the K leave-one-out scores alone.
+Counts are pooled over prompt draws, so a 1% FPR is measured on (normals x draws) images.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from model import InCTRLv2
+from model.calibration import calibrate
+from model.nuisance import NuisanceViews
+from pipelines.datasets.image_loading import load_image
+from pipelines.datasets.registry import read_dataset
+from pipelines.datasets.sample import ANOMALOUS, Sample
+from pipelines.manifest import sample_prompts
+
+log = logging.getLogger(__name__)
+ARMS = ("without views", "with views")
+
+
+@dataclass
+class CategoryAblation:
+    """Per category: AUROC per draw for each arm and the patch baseline; pooled threshold counts per arm."""
+
+    auroc: dict[str, list[float]] = field(default_factory=lambda: {arm: [] for arm in (*ARMS, "patch")})
+    false_alarms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    detected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARMS, 0))
+    normals: int = 0
+    defects: int = 0
+
+
+@torch.inference_mode()
+def _encode(detector: InCTRLv2, samples: list[Sample], size: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    embeddings, patches = [], []
+    for start in range(0, len(samples), batch_size):
+        images = torch.stack([load_image(s, size) for s in samples[start : start + batch_size]]).to(detector.device)
+        embedding, patch = detector.encode(images)
+        embeddings.append(embedding)
+        patches.append(patch)
+        log.info("encoding", extra={"progress": {"task": f"encoding {samples[0].category}", "done": start + len(images), "total": len(samples)}})
+    return torch.cat(embeddings), torch.cat(patches)
+
+
+def ablate_category(
+    detector: InCTRLv2, samples: list[Sample], prompts: dict[int, list[Path]], target_fpr: float, size: int
+) -> CategoryAblation:
+    """Both ablations for one category; ``prompts`` maps a draw's seed to its prompt images."""
+    test = [s for s in samples if s.split == "test"]
+    labels = np.array([s.label == ANOMALOUS for s in test])
+    embedding, patches = _encode(detector, test, size)
+    found = CategoryAblation(normals=int((~labels).sum()) * len(prompts), defects=int(labels.sum()) * len(prompts))
+    by_path = {str(s.image): s for s in samples}
+    for paths in prompts.values():
+        references = torch.stack([load_image(by_path[str(p)], size) for p in paths]).to(detector.device)
+        class_name = test[0].category.replace("_", " ")
+        ref_embedding, ref_patches = detector.encode(references)
+        banks = {
+            ARMS[0]: detector.bank_from_features(ref_embedding, ref_patches, class_name),
+            ARMS[1]: detector.bank_from_features(
+                ref_embedding, ref_patches, class_name, detector.global_view_embeddings([r[None] for r in references])
+            ),
+        }
+        for arm, bank in banks.items():
+            detection = detector.score(embedding, patches, bank, (size, size))
+            found.auroc[arm].append(float(roc_auc_score(labels, detection.scores.cpu().numpy())))
+        found.auroc["patch"].append(float(roc_auc_score(labels, detection.patch_scores.cpu().numpy())))
+        scores = detection.scores.cpu().numpy()  # the served detector: with the bank's exposure views
+        for arm, views in zip(ARMS, (NuisanceViews(count=0), NuisanceViews())):
+            threshold = calibrate(detector, references, class_name, target_fpr=target_fpr, views=views)[1].threshold
+            found.false_alarms[arm] += int((scores[~labels] >= threshold).sum())
+            found.detected[arm] += int((scores[labels] >= threshold).sum())
+    return found
+
+
+def render(results: dict[str, CategoryAblation], target_fpr: float) -> str:
+    """One markdown table: AUROC without / with exposure views and the patch baseline; FPR / recall at the
+    calibrated threshold without / with calibration's views; then the mean (AUROC) and pooled (counts) row."""
+    lines = [
+        f"| category | served AUROC, {ARMS[0]} | served AUROC, {ARMS[1]} | patch-nn AUROC | FPR / recall at target {100 * target_fpr:g}%, "
+        f"{ARMS[0]} | FPR / recall, {ARMS[1]} |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(name: str, auroc: dict[str, float], alarms: dict[str, int], hits: dict[str, int], normals: int, defects: int) -> str:
+        rates = [f"{100 * alarms[a] / normals:.1f}% ({alarms[a]}/{normals}) / {100 * hits[a] / defects:.1f}%" for a in ARMS]
+        return f"| {name} | {100 * auroc[ARMS[0]]:.2f} | {100 * auroc[ARMS[1]]:.2f} | {100 * auroc['patch']:.2f} | {rates[0]} | {rates[1]} |"
+
+    for name, found in results.items():
+        lines.append(row(name, {a: float(np.mean(v)) for a, v in found.auroc.items()}, found.false_alarms, found.detected, found.normals, found.defects))
+    if len(results) > 1:
+        mean = {a: float(np.mean([np.mean(f.auroc[a]) for f in results.values()])) for a in (*ARMS, "patch")}
+        pooled = [{a: sum(getattr(f, kind)[a] for f in results.values()) for a in ARMS} for kind in ("false_alarms", "detected")]
+        lines.append(row("**all**", mean, *pooled, sum(f.normals for f in results.values()), sum(f.defects for f in results.values())))
+    return "\n".join(lines)
+
+
+def run_views_bench(
+    checkpoint: Path, dataset: str, root: Path, categories: list[str] | None, shots: int, seeds: int, target_fpr: float
+) -> str:
+    detector = InCTRLv2.load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    size = detector.backbone.image_size
+    samples = read_dataset(dataset, root, categories=categories)
+    manifest = sample_prompts(samples, shots, list(range(seeds)), dataset=dataset, root=root)
+    results = {}
+    for category in sorted({s.category for s in samples}):
+        mine = [s for s in samples if s.category == category]
+        prompts = {seed: manifest.prompt_paths(category, seed) for seed in range(seeds)}
+        results[category] = ablate_category(detector, mine, prompts, target_fpr, size)
+    return render(results, target_fpr)
