@@ -31,12 +31,14 @@ exposure or position of the next frame. Without a normal set, each reference the
 V / K views (by default 32 in all: exposure within +-15%, a shift within 5% of the side, reflected border),
 scored like the reference itself against the bank of the other K - 1; their scores join the K
 leave-one-out scores and the bound above uses all K + V of them (Student's t with K + V - 1 dof: the views
-of one reference are not independent, which the measurements check). Measured on the held-out TRAINING
-domains above (trained heads, 192 normal and 576 defective images, 1% target): leave-one-out alone FPR 1.6%
-(3/192), recall 58.7%; **with the views FPR 1.0% (2/192), recall 67.7% (chosen)**; exposure-only views
-7.3%, 83.3% (positions are what moves max M_x); the maximum of the K + V scores 1.6%, 68.6%; K - 1 dof with
-the views' spread 0%, 41.7%. On the unseen synthetic domains afterwards: FPR 7.1% -> 2.1% (washer 20.7% ->
-5.7%), recall 65.6% -> 59.1%. The views never set the pixel threshold: their reflected borders are no real
+of one reference are not independent, which the measurements check). `inctrl bench views` (benchmarks/views.md;
+prompt draws of the evaluation harness, 1% target), on the held-out TRAINING domains first: leave-one-out
+alone FPR 0/192, recall 53.1%; **with the views 1/192, recall 56.4% (chosen)**; on the unseen synthetic
+domains afterwards FPR 4.7% (42/900) -> 2.4% (22/900; washer 14.0% -> 7.3%), recall 66.9% -> 59.4%; on the
+textiles 0/1200 either way, at 0% recall (their shifted views' reflected borders are seams on the texture).
+An exploration (uncommitted, its own prompt draws) also tried exposure-only views (FPR 7.3% on validation:
+positions are what moves max M_x), the maximum of the K + V scores, and K - 1 dof with the views' spread
+(recall 41.7%). The views never set the pixel threshold: their reflected borders are no real
 image region.
 
 Pixel threshold: the highest value any normal map reached (the maximum of the n per-image maxima): a
@@ -58,7 +60,7 @@ import torch
 
 from .bank import PromptBank
 from .detector import InCTRLv2
-from .nuisance import NuisanceViews, nuisance_views
+from .nuisance import NuisanceViews, views_per_reference
 
 DEFAULT_TARGET_FPR = 0.01
 _EPS = 1e-6  # logits of 0 and 1 are infinite
@@ -159,32 +161,26 @@ class LeaveOneOut:
 
 
 @torch.inference_mode()
-def leave_one_out(
-    detector: InCTRLv2, references: torch.Tensor, class_name: str, views: NuisanceViews = NuisanceViews(), batch_size: int = 32
-) -> LeaveOneOut:
+def leave_one_out(detector: InCTRLv2, references: torch.Tensor, class_name: str, views: NuisanceViews = NuisanceViews()) -> LeaveOneOut:
     """(K, C, H, W) references -> the full bank, and each reference's score and map, and its views' scores,
-    against the bank of the other K - 1. The K references are encoded in one batch, the views in batches of
-    ``batch_size``; needs K >= 2."""
+    against the bank of the other K - 1. The K references are encoded in one batch, each one's views in
+    another; needs K >= 2."""
     shots = len(references)
     if shots < 2:
         raise CalibrationError("leave-one-out calibration needs at least 2 reference images (or a set of normal images)")
     embedding, patches = detector.encode(references)
-    global_views = detector.global_view_embeddings([references[i : i + 1] for i in range(shots)])
-    bank = detector.bank_from_features(embedding, patches, class_name, global_views)
+    singles = [references[i : i + 1] for i in range(shots)]
+    bank = detector.bank_from_features(embedding, patches, class_name, detector.global_view_embeddings(singles))
     size = tuple(references.shape[-2:])
-    owners = torch.tensor(views.owners(shots), dtype=torch.long)
-    generator = torch.Generator().manual_seed(views.seed)
-    scores, maps, view_scores = [], [], torch.zeros(len(owners))
+    others = [bank.subset([j for j in range(shots) if j != i]) for i in range(shots)]
+    scores, maps = [], []
     for i in range(shots):
-        others = bank.subset([j for j in range(shots) if j != i])
-        detection = detector.score(embedding[i : i + 1], patches[i : i + 1], others, size)
+        detection = detector.score(embedding[i : i + 1], patches[i : i + 1], others[i], size)
         scores.append(detection.scores.cpu())
         maps.append(detection.maps.cpu())
-        mine = (owners == i).nonzero().flatten()
-        for start in range(0, len(mine), batch_size):
-            chunk = mine[start : start + batch_size]
-            drawn = nuisance_views(references[owners[chunk]], views, generator)
-            view_scores[chunk] = detector.detect(drawn, others).scores.cpu()
+    view_scores = torch.zeros(views.count)
+    for i, indices, drawn in views_per_reference(singles, views):
+        view_scores[indices] = detector.detect(drawn, others[i]).scores.cpu()
     return LeaveOneOut(bank, torch.cat(scores), torch.cat(maps), view_scores)
 
 
@@ -207,7 +203,7 @@ def calibrate(
         view_scores = torch.zeros(0)
         method: Literal["leave-one-out", "normal-set"] = "normal-set"
     else:
-        found = leave_one_out(detector, references, class_name, views, batch_size)
+        found = leave_one_out(detector, references, class_name, views)
         bank, normal_scores, normal_maps, view_scores = found.bank, found.scores, found.maps, found.view_scores
         method = "leave-one-out"
     scores = torch.cat([normal_scores, view_scores]).double().tolist()

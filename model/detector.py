@@ -17,7 +17,7 @@ from .config import InCTRLv2Config
 from .fusion import create_image_fusion, dasl_map, map_fusion_kind, oasl_map
 from .grid_maps import GridToImage
 from .heads import HeadOutputs, InCTRLv2Heads, text_score
-from .nuisance import nuisance_views
+from .nuisance import views_per_reference
 from .preprocess import InvalidImageError, Preprocessor, restore_geometry, validate_images
 from .prompts import orthogonal_prototypes, text_prototypes
 from .residuals import prompt_prototype
@@ -130,15 +130,10 @@ class InCTRLv2(nn.Module):
         config = self.config.fusion.global_views
         if not self.image_fusion.needs_references or len(normals) < 2 or config.count == 0:
             return None
-        owners = torch.tensor(config.owners(len(normals)), dtype=torch.long)
-        generator = torch.Generator().manual_seed(config.seed)
-        embeddings = torch.zeros(len(owners), self.backbone.embed_dim, device=self.device)
-        for k, image in enumerate(normals):
-            mine = (owners == k).nonzero().flatten()
-            if len(mine):
-                views = nuisance_views(validate_images(image, "normals").expand(len(mine), -1, -1, -1), config, generator)
-                embeddings[mine.to(self.device)] = self.encode(views)[0]
-        return embeddings, owners.to(self.device)
+        embeddings = torch.zeros(config.count, self.backbone.embed_dim, device=self.device)
+        for _, indices, views in views_per_reference([validate_images(n, "normals") for n in normals], config):
+            embeddings[indices.to(self.device)] = self.encode(views)[0]
+        return embeddings, torch.tensor(config.owners(len(normals)), dtype=torch.long, device=self.device)
 
     @torch.no_grad()
     def bank_from_features(

@@ -16,6 +16,8 @@ Rotation is not simulated: for an oriented texture (a woven fabric) a rotated vi
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +36,17 @@ class NuisanceViews(BaseModel):
     def owners(self, shots: int) -> list[int]:
         """The reference each view is made from: view j of ``shots`` references is of reference j mod shots."""
         return [j % shots for j in range(self.count)] if shots else []
+
+
+def views_per_reference(references: Sequence[torch.Tensor], config: NuisanceViews) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """For each of K (1, C, H, W) references with views: (k, the views' indices j (n,), the views (n, C, H, W)).
+    Drawn in reference order from one generator seeded by ``config.seed``: the same references, the same views."""
+    owners = torch.tensor(config.owners(len(references)), dtype=torch.long)
+    generator = torch.Generator().manual_seed(config.seed)
+    for k, reference in enumerate(references):
+        mine = (owners == k).nonzero().flatten()
+        if len(mine):
+            yield k, mine, nuisance_views(reference.expand(len(mine), -1, -1, -1), config, generator)
 
 
 def nuisance_views(images: torch.Tensor, config: NuisanceViews, generator: torch.Generator) -> torch.Tensor:

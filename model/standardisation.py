@@ -17,11 +17,11 @@ The global distance has a second source of normal values: exposure views of the 
 FusionConfig.global_views: 32 by default, exposure within +-15%), each scored against the references other
 than its own and stored with the bank. K = 4 leave-one-out values of g come in nearest-neighbour pairs, so
 they are often two distinct numbers, and the references rarely span the exposures of later frames (washer:
-normal test images at z_g up to 11 against their 4 references). Measured on the held-out training domains
-(served detector, K = 4, 3 draws): mean image AUROC 97.39 -> 97.47; on the unseen synthetic domains
-afterwards 94.67 -> 95.31 (washer 96.4 -> 97.9), the textiles' global shifts 87.8 -> 86.3. Views that also
-shifted (and turned by up to 5 degrees) were worse for g, their reflected border being a seam on a texture:
-the textiles' global shifts 70.9.
+normal test images at z_g up to 11 against their 4 references). `inctrl bench views` (benchmarks/views.md), served image
+AUROC without -> with the views, on the held-out training domains first: 98.04 -> 98.05; on the unseen
+synthetic domains afterwards 94.97 -> 95.69 (washer 95.6 -> 97.7), the textiles' global shifts 87.4 -> 86.1,
+local defects 57.0 -> 57.5. In an uncommitted exploration, views that also shifted (and turned by up to 5
+degrees) were worse for g, their reflected border being a seam on a texture: the textiles' global shifts 70.9.
 
 Head-independent LOO features (the nearest-patch cosines of each reference against the others, (H, L, N))
 are computed once per bank and stored with it; everything that needs the heads is derived from the bank

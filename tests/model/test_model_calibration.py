@@ -93,7 +93,7 @@ def test_each_view_is_scored_against_the_bank_without_its_own_reference(tiny_det
     exactly the leave-one-out scores (against a bank holding their own reference they would score ~0)."""
     references = make_images(3, 64, seed=5)
     still = NuisanceViews(count=7, gain=0.0, shift=0.0)
-    found = leave_one_out(tiny_detector, references, "widget", still, batch_size=2)
+    found = leave_one_out(tiny_detector, references, "widget", still)
     assert found.view_scores.shape == (7,)
     owners = still.owners(3)
     assert owners == [0, 1, 2, 0, 1, 2, 0]
