@@ -35,6 +35,18 @@ class _WithoutProgress(logging.Filter):
         return not _is_progress(record)
 
 
+class _RootRecordsAtLeast(logging.Filter):
+    """Records logged on the root logger itself (``logging.info(...)``) below ``level``: our code logs on named
+    loggers only, so these are a library's (open_clip announces every model it builds that way)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "root" or record.levelno >= self.level
+
+
 class ProgressHandler(logging.Handler):
     """Draws progress records (module docstring); ignores every other record."""
 
@@ -77,18 +89,20 @@ class ProgressHandler(logging.Handler):
 
 
 def configure_logging(verbosity: int = 0) -> None:
-    """Our loggers at INFO (DEBUG with -v); third-party ones at WARNING (INFO with -v, DEBUG with -vv);
-    progress records drawn by ProgressHandler instead of the log format."""
+    """Our loggers at INFO (DEBUG with -v); third-party ones, and records on the root logger itself, at WARNING
+    (INFO with -v, DEBUG with -vv); progress records drawn by ProgressHandler instead of the log format."""
     logging.basicConfig(
         level=logging.DEBUG if verbosity else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     root = logging.getLogger()
+    third_party = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     for handler in root.handlers:
         if not isinstance(handler, ProgressHandler):
+            handler.filters = [f for f in handler.filters if not isinstance(f, (_WithoutProgress, _RootRecordsAtLeast))]
             handler.addFilter(_WithoutProgress())
+            handler.addFilter(_RootRecordsAtLeast(third_party))
     if not any(isinstance(handler, ProgressHandler) for handler in root.handlers):
         root.addHandler(ProgressHandler())
-    third_party = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(third_party)
     # Ray sets its logger to INFO when imported and again in ray.init(), unless this says otherwise (its

@@ -9,6 +9,15 @@ from pathlib import Path
 import ray
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Ray Train's placement-group cleaner asks the State API, which lives in the dashboard, whether the training
+# controller is alive; a local Ray of ours runs without a dashboard, so it warns every few seconds of a run.
+_DASHBOARD_ONLY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_dashboard_only_loggers() -> None:
+    """Worker setup hook of a local Ray: silence the warnings that only say the dashboard is not running."""
+    for name in _DASHBOARD_ONLY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def start_ray(
@@ -33,6 +42,9 @@ def start_ray(
         _temp_dir=str(folder),
         include_dashboard=False,
         log_to_driver=worker_logs,
-        runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": python_path},
+            "worker_process_setup_hook": f"{__name__}.{quiet_dashboard_only_loggers.__name__}",
+        },
         logging_level=logging.WARNING,
     )

@@ -1,4 +1,4 @@
-"""Development-only commands: the demo and the stream, reliability and views benches (they use pipelines/ and the
+"""Development-only commands: the demo and the stream, reliability, views and fusion benches (they use pipelines/ and the
 local stack, so they live above services/ and stay out of the container image)."""
 from __future__ import annotations
 
@@ -66,11 +66,28 @@ def bench_views_command(
     typer.echo(run_views_bench(checkpoint, dataset, data, chosen, shots, seeds, target_fpr))
 
 
+def bench_fusion_command(
+    checkpoint: Path = typer.Option(..., help="A trained checkpoint folder (inctrl train)."),
+    data: Path = typer.Option(..., help="Dataset root, e.g. runs/quality/<run>/synth-train, .../synth or .../textiles."),
+    dataset: str = typer.Option("mvtec", help="Dataset reader: mvtec (the synthetic sets) or folder (the textiles)."),
+    categories: str | None = typer.Option(None, help="Comma-separated categories (default: all)."),
+    shots: int = typer.Option(4, help="K references per draw."),
+    seeds: int = typer.Option(3, help="Prompt draws per category."),
+    shifted: bool = typer.Option(False, help="Also score each category's normals against global-shift copies of them."),
+) -> None:
+    """Image AUROC / TPR@1%FPR of candidate fusions on the same components, per category (inctrl/dev/fusion_bench.py)."""
+    from inctrl.dev.fusion_bench import run_fusion_bench
+
+    chosen = [c.strip() for c in categories.split(",")] if categories else None
+    typer.echo(run_fusion_bench(checkpoint, dataset, data, chosen, shots, seeds, shifted))
+
+
 def add_dev_commands(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Mount `inctrl demo`, `inctrl bench stream`, `inctrl bench reliability` and `inctrl bench views` on the root CLI."""
+    """Mount `inctrl demo`, `inctrl bench stream`, `inctrl bench reliability`, `inctrl bench views` and `inctrl bench fusion` on the root CLI."""
     from inctrl.dev.reliability.bench import bench_reliability_command
 
     app.command("demo")(demo_command)
     bench_app.command("stream")(bench_stream_command)
     bench_app.command("reliability")(bench_reliability_command)
     bench_app.command("views")(bench_views_command)
+    bench_app.command("fusion")(bench_fusion_command)

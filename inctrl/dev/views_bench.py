@@ -41,7 +41,7 @@ class CategoryAblation:
 
 
 @torch.inference_mode()
-def _encode(detector: InCTRLv2, samples: list[Sample], size: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_samples(detector: InCTRLv2, samples: list[Sample], size: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     embeddings, patches = [], []
     for start in range(0, len(samples), batch_size):
         images = torch.stack([load_image(s, size) for s in samples[start : start + batch_size]]).to(detector.device)
@@ -58,7 +58,7 @@ def ablate_category(
     """Both ablations for one category; ``prompts`` maps a draw's seed to its prompt images."""
     test = [s for s in samples if s.split == "test"]
     labels = np.array([s.label == ANOMALOUS for s in test])
-    embedding, patches = _encode(detector, test, size)
+    embedding, patches = encode_samples(detector, test, size)
     found = CategoryAblation(normals=int((~labels).sum()) * len(prompts), defects=int(labels.sum()) * len(prompts))
     by_path = {str(s.image): s for s in samples}
     for paths in prompts.values():

@@ -97,3 +97,18 @@ def test_dev_jobs_keep_the_services_and_serve_driver_logs_out_unless_verbose(roo
         root.setLevel(before[0])
         services.setLevel(before[1])
         serve.setLevel(before[2])
+
+
+def test_library_records_on_the_root_logger_are_quiet_unless_verbose(restore_logging: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_clip logs with logging.info() on the root logger: the demo printed every model it built."""
+    monkeypatch.delenv("RAY_LOGGER_LEVEL", raising=False)
+
+    def shown(verbosity: int, name: str, level: int) -> bool:
+        configure_logging(verbosity)
+        plain = [h for h in logging.getLogger().handlers if not isinstance(h, ProgressHandler)]
+        return all(h.filter(logging.LogRecord(name, level, __file__, 1, "m", None, None)) for h in plain)
+
+    assert not shown(0, "root", logging.INFO)
+    assert shown(0, "root", logging.WARNING)
+    assert shown(0, "inctrl.cli", logging.INFO)  # ours, on a named logger
+    assert shown(1, "root", logging.INFO)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 import pytest
+import ray
 import torch
 from safetensors.torch import load_file
 
@@ -91,3 +93,16 @@ def test_dasl_needs_masks(synthetic_root: Path, tmp_path: Path) -> None:
     data = TrainData(dataset="folder", root=tmp_path / "folder")
     with pytest.raises(TrainingDataError, match="DASL needs pixel masks; 1 anomalous images lack one"):
         build_training_set(data, shots=2)
+
+
+def test_local_ray_workers_keep_the_dashboard_only_warnings_quiet(local_ray: None) -> None:
+    """Without a dashboard Ray Train's placement-group cleaner warned every few seconds of a training run;
+    the local Ray's worker setup hook sets its logger to ERROR in every worker, actors included."""
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def level(self, name: str) -> int:
+            return logging.getLogger(name).getEffectiveLevel()
+
+    name = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    assert ray.get(Probe.remote().level.remote(name)) == logging.ERROR
