@@ -16,6 +16,7 @@ from ray import serve
 
 from services.consumer.frame_consumer import FrameConsumer, limit_torch_threads
 from services.protocol.messages import InspectionResult
+from services.ray_cluster import start_ray
 from services.storage.object_store import ObjectStore
 from services.producer.frame_producer import FrameProducer
 from services.registry.domain_registry import DomainRegistry
@@ -85,7 +86,7 @@ class LocalInspectionService:
             admin.close()
         if not ray.is_initialized():
             ray_dir = Path("/tmp") / f"inctrl-ray-{suffix}"  # short: Ray's socket paths are length-limited
-            ray.init(num_cpus=self._num_cpus, _temp_dir=str(ray_dir), include_dashboard=False, log_to_driver=False)
+            start_ray(temp_dir=ray_dir, num_cpus=self._num_cpus)
             self._own_ray = True
         return self
 
