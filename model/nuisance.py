@@ -30,7 +30,7 @@ class NuisanceViews(BaseModel):
 
     count: int = Field(32, ge=0, description="Views in all, dealt to the references in turn (0: none).")
     gain: float = Field(0.15, ge=0.0, lt=1.0, description="Largest relative exposure change.")
-    shift: float = Field(0.05, ge=0.0, le=0.25, description="Largest translation, as a fraction of the image side.")
+    shift: float = Field(0.02, ge=0.0, le=0.25, description="Largest translation, as a fraction of the image side.")
     seed: int = Field(0, description="Seed of the views' draws: the same references always give the same views.")
 
     def owners(self, shots: int) -> list[int]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from inctrl.cli import app
+from inctrl.dev.views_bench import THRESHOLD_ARMS
 from model import InCTRLv2, InCTRLv2Config
 from model.config import FusionConfig
 from model.nuisance import NuisanceViews
@@ -25,7 +26,8 @@ def test_views_bench_reports_both_ablations_per_category_and_pooled(synthetic_ro
     assert [row[0] for row in rows] == ["brick", "capsule", "**all**"]
     for row in rows:
         assert all(0.0 <= float(cell) <= 100.0 for cell in row[1:4])
-        counts = [re.search(r"\((\d+)/(\d+)\)", cell).groups() for cell in row[4:6]]  # type: ignore[union-attr]
+        assert len(row) == 4 + len(THRESHOLD_ARMS)
+        counts = [re.search(r"\((\d+)/(\d+)\)", cell).groups() for cell in row[4:]]  # type: ignore[union-attr]
         expected = 2 * 3 * (2 if row[0] == "**all**" else 1)  # draws x 3 normal test images, per category
         assert all(int(total) == expected and int(alarms) <= expected for alarms, total in counts)
 
