@@ -18,9 +18,9 @@ FusionConfig.global_views: 32 by default, exposure within +-15%), each scored ag
 than its own and stored with the bank. K = 4 leave-one-out values of g come in nearest-neighbour pairs, so
 they are often two distinct numbers, and the references rarely span the exposures of later frames (washer:
 normal test images at z_g up to 11 against their 4 references). `inctrl bench views` (benchmarks/views.md), served image
-AUROC without -> with the views, on the held-out training domains first: 98.04 -> 98.05; on the unseen
-synthetic domains afterwards 94.97 -> 95.69 (washer 95.6 -> 97.7), the textiles' global shifts 87.4 -> 86.1,
-local defects 57.0 -> 57.5. In an uncommitted exploration, views that also shifted (and turned by up to 5
+AUROC without -> with the views, on the training domains first (fresh validation images): 94.40 -> 94.52
+(an earlier run on their test images: 98.04 -> 98.05); on the unseen synthetic domains afterwards 94.99 -> 95.71
+(washer 95.6 -> 97.7), the textiles' global shifts 87.4 -> 86.1, local defects 57.0 -> 57.5. In an uncommitted exploration, views that also shifted (and turned by up to 5
 degrees) were worse for g, their reflected border being a seam on a texture: the textiles' global shifts 70.9.
 
 Head-independent LOO features (the nearest-patch cosines of each reference against the others, (H, L, N))
