@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from inctrl.dev.views_bench import encode_samples
 from model import InCTRLv2
@@ -26,6 +25,7 @@ from pipelines.datasets.image_loading import load_image
 from pipelines.datasets.registry import read_dataset
 from pipelines.datasets.sample import ANOMALOUS, NORMAL, Sample
 from pipelines.manifest import sample_prompts
+from pipelines.metrics import image_auroc, tpr_at_fpr
 
 PATCH_ONLY = "max M_x"
 CANDIDATES: dict[str, FusionConfig] = {
@@ -80,9 +80,8 @@ class CategoryResult:
     tpr_at_1: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, name: str, labels: np.ndarray, scores: np.ndarray) -> None:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        self.auroc.setdefault(name, []).append(float(roc_auc_score(labels, scores)))
-        self.tpr_at_1.setdefault(name, []).append(float(np.interp(0.01, fpr, tpr)))
+        self.auroc.setdefault(name, []).append(image_auroc(scores, labels))
+        self.tpr_at_1.setdefault(name, []).append(tpr_at_fpr(scores, labels, 0.01))
 
 
 def evaluate(scored: list[Scored], candidates: Mapping[str, FusionConfig]) -> CategoryResult:
