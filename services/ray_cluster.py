@@ -33,6 +33,9 @@ def start_ray(
     if address:
         ray.init(address=address, log_to_driver=worker_logs, logging_level=logging.WARNING)
         return
+    # A new local Ray turns on its token authentication by default and says so at WARNING on every start; it
+    # is the behaviour we want, not a problem for the user to act on (an explicit RAY_AUTH_MODE still rules).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     folder = temp_dir or Path(tempfile.mkdtemp(prefix="inctrl-ray-", dir="/tmp"))
     folder.mkdir(parents=True, exist_ok=True)
     python_path = os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)

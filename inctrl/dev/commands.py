@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+# The model benches' shared arguments (inctrl/dev/bench_inputs.py): one checkpoint on one dataset's prompt draws.
+Checkpoint = Annotated[Path, typer.Option(help="A trained checkpoint folder (inctrl train).")]
+DataRoot = Annotated[Path, typer.Option("--data", help="Dataset root, e.g. runs/quality/<run>/synth-train, .../synth or .../textiles.")]
+DatasetReader = Annotated[str, typer.Option("--dataset", help="Dataset reader: mvtec (the synthetic sets) or folder (the textiles).")]
+Categories = Annotated[str | None, typer.Option(help="Comma-separated categories (default: all).")]
+Shots = Annotated[int, typer.Option(help="K references per draw.")]
+Draws = Annotated[int, typer.Option("--seeds", help="Prompt draws per category.")]
+
+
+def _split_categories(categories: str | None) -> list[str] | None:
+    return [c.strip() for c in categories.split(",")] if categories else None
 
 
 def quiet_service_logs() -> None:
@@ -50,36 +63,34 @@ def bench_stream_command(
 
 
 def bench_views_command(
-    checkpoint: Path = typer.Option(..., help="A trained checkpoint folder (inctrl train)."),
-    data: Path = typer.Option(..., help="Dataset root, e.g. runs/quality/<run>/synth or .../textiles."),
-    dataset: str = typer.Option("mvtec", help="Dataset reader: mvtec (the synthetic sets) or folder (the textiles)."),
-    categories: str | None = typer.Option(None, help="Comma-separated categories (default: all)."),
-    shots: int = typer.Option(4, help="K references per draw."),
-    seeds: int = typer.Option(3, help="Prompt draws per category."),
+    checkpoint: Checkpoint,
+    data: DataRoot,
+    dataset: DatasetReader = "mvtec",
+    categories: Categories = None,
+    shots: Shots = 4,
+    seeds: Draws = 3,
     target_fpr: float = typer.Option(0.01, help="Target false-positive rate of the calibrated threshold."),
 ) -> None:
     """Served AUROC with and without the banks' exposure views, and the calibrated FPR / recall with and
     without calibration's nuisance views, per category (inctrl/dev/views_bench.py)."""
     from inctrl.dev.views_bench import run_views_bench
 
-    chosen = [c.strip() for c in categories.split(",")] if categories else None
-    typer.echo(run_views_bench(checkpoint, dataset, data, chosen, shots, seeds, target_fpr))
+    typer.echo(run_views_bench(checkpoint, dataset, data, _split_categories(categories), shots, seeds, target_fpr))
 
 
 def bench_fusion_command(
-    checkpoint: Path = typer.Option(..., help="A trained checkpoint folder (inctrl train)."),
-    data: Path = typer.Option(..., help="Dataset root, e.g. runs/quality/<run>/synth-train, .../synth or .../textiles."),
-    dataset: str = typer.Option("mvtec", help="Dataset reader: mvtec (the synthetic sets) or folder (the textiles)."),
-    categories: str | None = typer.Option(None, help="Comma-separated categories (default: all)."),
-    shots: int = typer.Option(4, help="K references per draw."),
-    seeds: int = typer.Option(3, help="Prompt draws per category."),
+    checkpoint: Checkpoint,
+    data: DataRoot,
+    dataset: DatasetReader = "mvtec",
+    categories: Categories = None,
+    shots: Shots = 4,
+    seeds: Draws = 3,
     shifted: bool = typer.Option(False, help="Also score each category's normals against global-shift copies of them."),
 ) -> None:
     """Image AUROC / TPR@1%FPR of candidate fusions on the same components, per category (inctrl/dev/fusion_bench.py)."""
     from inctrl.dev.fusion_bench import run_fusion_bench
 
-    chosen = [c.strip() for c in categories.split(",")] if categories else None
-    typer.echo(run_fusion_bench(checkpoint, dataset, data, chosen, shots, seeds, shifted))
+    typer.echo(run_fusion_bench(checkpoint, dataset, data, _split_categories(categories), shots, seeds, shifted))
 
 
 def add_dev_commands(app: typer.Typer, bench_app: typer.Typer) -> None:

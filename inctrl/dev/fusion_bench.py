@@ -17,14 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inctrl.dev.views_bench import encode_samples
+from inctrl.dev.bench_inputs import CategoryInputs, bench_inputs, encode_samples
 from model import InCTRLv2
 from model.config import FusionConfig
 from model.fusion import StandardisedFusion
 from pipelines.datasets.image_loading import load_image
-from pipelines.datasets.registry import read_dataset
-from pipelines.datasets.sample import ANOMALOUS, NORMAL, Sample
-from pipelines.manifest import sample_prompts
+from pipelines.datasets.sample import ANOMALOUS, NORMAL
 from pipelines.metrics import image_auroc, tpr_at_fpr
 
 PATCH_ONLY = "max M_x"
@@ -96,12 +94,10 @@ def evaluate(scored: list[Scored], candidates: Mapping[str, FusionConfig]) -> Ca
 
 
 @torch.inference_mode()
-def score_category(
-    detector: InCTRLv2, samples: list[Sample], prompts: list[list[Path]], size: int, shifted: bool
-) -> dict[str, list[Scored]]:
+def score_category(detector: InCTRLv2, inputs: CategoryInputs, size: int, shifted: bool) -> dict[str, list[Scored]]:
     """The components of every draw: the category as it is and, with ``shifted``, normals vs their global shifts."""
-    test = [s for s in samples if s.split == "test"]
-    category = test[0].category
+    test = inputs.test
+    category = inputs.category
     labels = np.array([s.label == ANOMALOUS for s in test])
     embedding, patches = encode_samples(detector, test, size)
     sets = {category: (labels, embedding, patches)}
@@ -116,11 +112,9 @@ def score_category(
             torch.cat([embedding[keep], shift_embedding]),
             torch.cat([patches[keep], shift_patches]),
         )
-    by_path = {str(s.image): s for s in samples}
     found: dict[str, list[Scored]] = {name: [] for name in sets}
-    for paths in prompts:
-        references = torch.stack([load_image(by_path[str(p)], size) for p in paths]).to(detector.device)
-        bank = detector.build_prompt_bank(references, category.replace("_", " "))
+    for draw in inputs.prompts:
+        bank = detector.build_prompt_bank(inputs.references(draw, size).to(detector.device), inputs.class_name)
         reference_values = detector.reference_components(bank)
         for name, (set_labels, set_embedding, set_patches) in sets.items():
             outputs = detector.head_outputs(set_embedding, set_patches, bank)
@@ -147,14 +141,9 @@ def render(results: Mapping[str, CategoryResult], names: list[str]) -> str:
 def run_fusion_bench(
     checkpoint: Path, dataset: str, root: Path, categories: list[str] | None, shots: int, seeds: int, shifted: bool
 ) -> str:
-    detector = InCTRLv2.load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
-    size = detector.backbone.image_size
-    samples = read_dataset(dataset, root, categories=categories)
-    manifest = sample_prompts(samples, shots, list(range(seeds)), dataset=dataset, root=root)
+    inputs = bench_inputs(checkpoint, dataset, root, categories, shots, seeds)
     results: dict[str, CategoryResult] = {}
-    for category in sorted({s.category for s in samples}):
-        mine = [s for s in samples if s.category == category]
-        prompts = [manifest.prompt_paths(category, seed) for seed in range(seeds)]
-        for name, scored in score_category(detector, mine, prompts, size, shifted).items():
+    for category in inputs.categories:
+        for name, scored in score_category(inputs.detector, category, inputs.size, shifted).items():
             results[name] = evaluate(scored, CANDIDATES)
     return render(results, [PATCH_ONLY, *CANDIDATES])

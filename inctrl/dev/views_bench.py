@@ -10,23 +10,17 @@ Counts are pooled over prompt draws, so a 1% FPR is measured on (normals x draws
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.metrics import roc_auc_score
 
+from inctrl.dev.bench_inputs import CategoryInputs, bench_inputs, encode_samples
 from model import InCTRLv2
 from model.calibration import calibrate
 from model.nuisance import NuisanceViews
-from pipelines.datasets.image_loading import load_image
-from pipelines.datasets.registry import read_dataset
-from pipelines.datasets.sample import ANOMALOUS, Sample
-from pipelines.manifest import sample_prompts
-
-log = logging.getLogger(__name__)
+from pipelines.datasets.sample import ANOMALOUS
+from pipelines.metrics import image_auroc
 ARMS = ("without views", "with views")
 THRESHOLD_ARMS = {ARMS[0]: NuisanceViews(count=0), ARMS[1]: NuisanceViews(), "with views, shift 5%": NuisanceViews(shift=0.05)}
 
@@ -42,30 +36,16 @@ class CategoryAblation:
     defects: int = 0
 
 
-@torch.inference_mode()
-def encode_samples(detector: InCTRLv2, samples: list[Sample], size: int, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    embeddings, patches = [], []
-    for start in range(0, len(samples), batch_size):
-        images = torch.stack([load_image(s, size) for s in samples[start : start + batch_size]]).to(detector.device)
-        embedding, patch = detector.encode(images)
-        embeddings.append(embedding)
-        patches.append(patch)
-        log.info("encoding", extra={"progress": {"task": f"encoding {samples[0].category}", "done": start + len(images), "total": len(samples)}})
-    return torch.cat(embeddings), torch.cat(patches)
-
-
-def ablate_category(
-    detector: InCTRLv2, samples: list[Sample], prompts: dict[int, list[Path]], target_fpr: float, size: int
-) -> CategoryAblation:
-    """Both ablations for one category; ``prompts`` maps a draw's seed to its prompt images."""
-    test = [s for s in samples if s.split == "test"]
+def ablate_category(detector: InCTRLv2, inputs: CategoryInputs, target_fpr: float, size: int) -> CategoryAblation:
+    """Both ablations for one category, over its prompt draws."""
+    test = inputs.test
     labels = np.array([s.label == ANOMALOUS for s in test])
     embedding, patches = encode_samples(detector, test, size)
-    found = CategoryAblation(normals=int((~labels).sum()) * len(prompts), defects=int(labels.sum()) * len(prompts))
-    by_path = {str(s.image): s for s in samples}
-    for paths in prompts.values():
-        references = torch.stack([load_image(by_path[str(p)], size) for p in paths]).to(detector.device)
-        class_name = test[0].category.replace("_", " ")
+    draws = len(inputs.prompts)
+    found = CategoryAblation(normals=int((~labels).sum()) * draws, defects=int(labels.sum()) * draws)
+    class_name = inputs.class_name
+    for draw in inputs.prompts:
+        references = inputs.references(draw, size).to(detector.device)
         ref_embedding, ref_patches = detector.encode(references)
         banks = {
             ARMS[0]: detector.bank_from_features(ref_embedding, ref_patches, class_name),
@@ -75,8 +55,8 @@ def ablate_category(
         }
         for arm, bank in banks.items():
             detection = detector.score(embedding, patches, bank, (size, size))
-            found.auroc[arm].append(float(roc_auc_score(labels, detection.scores.cpu().numpy())))
-        found.auroc["patch"].append(float(roc_auc_score(labels, detection.patch_scores.cpu().numpy())))
+            found.auroc[arm].append(image_auroc(detection.scores.cpu().numpy(), labels))
+        found.auroc["patch"].append(image_auroc(detection.patch_scores.cpu().numpy(), labels))
         scores = detection.scores.cpu().numpy()  # the served detector: with the bank's exposure views
         for arm, views in THRESHOLD_ARMS.items():
             threshold = calibrate(detector, references, class_name, target_fpr=target_fpr, views=views)[1].threshold
@@ -111,13 +91,6 @@ def render(results: dict[str, CategoryAblation], target_fpr: float) -> str:
 def run_views_bench(
     checkpoint: Path, dataset: str, root: Path, categories: list[str] | None, shots: int, seeds: int, target_fpr: float
 ) -> str:
-    detector = InCTRLv2.load(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
-    size = detector.backbone.image_size
-    samples = read_dataset(dataset, root, categories=categories)
-    manifest = sample_prompts(samples, shots, list(range(seeds)), dataset=dataset, root=root)
-    results = {}
-    for category in sorted({s.category for s in samples}):
-        mine = [s for s in samples if s.category == category]
-        prompts = {seed: manifest.prompt_paths(category, seed) for seed in range(seeds)}
-        results[category] = ablate_category(detector, mine, prompts, target_fpr, size)
+    inputs = bench_inputs(checkpoint, dataset, root, categories, shots, seeds)
+    results = {c.category: ablate_category(inputs.detector, c, target_fpr, inputs.size) for c in inputs.categories}
     return render(results, target_fpr)

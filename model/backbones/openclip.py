@@ -76,7 +76,7 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int, weights_res
     hub_tags = open_clip.list_pretrained_tags_by_model(model_name)
     source = pretrained if pretrained in hub_tags else str(resolve_weights_file(pretrained, weights_resolver))
     try:
-        with _hub_offline_unless_reachable():
+        with _hub_offline_unless_reachable(), _open_clip_root_records_dropped():
             return open_clip.create_model(model_name, pretrained=source)
     except Exception as exc:  # noqa: BLE001 - download/parse errors all mean "no weights"
         raise WeightsUnavailableError(
@@ -84,6 +84,29 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int, weights_res
             "download open_clip_pytorch_model.bin elsewhere and pass pretrained=/path/to/file or an "
             "s3:// URI (served detectors fetch it with their S3 settings), or use backbone='efficientnet-lite0'."
         ) from exc
+
+
+class _FromPackage(logging.Filter):
+    def __init__(self, package_dir: str) -> None:
+        super().__init__()
+        self.package_dir = package_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(self.package_dir)
+
+
+@contextmanager
+def _open_clip_root_records_dropped() -> Iterator[None]:
+    """open_clip logs on the root logger while it loads weights: INFO per step, and a failed download at ERROR
+    just before it raises the same text. The WeightsUnavailableError below carries that text and how to supply
+    weights, so the library's records are dropped for the duration of the load."""
+    drop = _FromPackage(str(Path(open_clip.__file__).parent))
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Pretrained weights that cannot be had give a quick WeightsUnavailableError saying how to supply them."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_uri_weights_need_the_callers_resolver_and_go_through_it(tmp_path: Path)
     assert asked == ["s3://no-bucket/absent.pth"]
 
 
-def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # Force the hub client offline with an empty cache, so the test never downloads even where network exists.
     from huggingface_hub import constants
 
@@ -46,6 +47,8 @@ def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPat
     message = str(info.value)
     assert "laion400m_e32" in message and "ViT-B-16-plus-240" in message
     assert "pretrained=/path/to/file" in message and "s3://" in message
+    # The error says it once: open_clip's own root-logger ERROR with the same text is not repeated to the user.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
 
 
 def test_tiny_backbone_refuses_pretrained_weights() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,7 @@ def test_two_workers_train_checkpoint_and_resume(synthetic_root: Path, tmp_path:
     assert Path(resumed.checkpoint).name == "checkpoint_epoch_0006"
 
 
+@pytest.mark.slow  # a whole Ray Train run (~30 s); test_feature_store.py checks the uncached features in the default suite
 def test_uncached_features_train_too(synthetic_root: Path, tmp_path: Path, local_ray: None) -> None:
     result = run_training(_config(synthetic_root, tmp_path, epochs=1, num_workers=1, cache_features=False))
     assert len(result.history) == 1 and result.history[0]["loss"] > 0
@@ -99,8 +101,9 @@ def test_dasl_needs_masks(synthetic_root: Path, tmp_path: Path) -> None:
 
 def test_local_ray_workers_keep_the_dashboard_only_warnings_quiet() -> None:
     """Without a dashboard Ray Train's placement-group cleaner warned every few seconds of a training run;
-    start_ray's worker setup hook sets its logger to ERROR in every worker, actors included. A fresh process:
-    the suite's own Ray may have been started by another test's code."""
+    start_ray's worker setup hook sets its logger to ERROR in every worker, actors included. Nor does the
+    driver announce the token authentication every new local Ray turns on. A fresh process: the suite's own
+    Ray may have been started by another test's code."""
     probe = textwrap.dedent(
         """
         import logging, ray
@@ -116,6 +119,8 @@ def test_local_ray_workers_keep_the_dashboard_only_warnings_quiet() -> None:
         ray.shutdown()
         """
     )
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's default: token auth, announced
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2], env=env)
     assert found.returncode == 0, found.stderr[-2000:]
     assert f"level {logging.ERROR}" in found.stdout.splitlines()
+    assert "Token authentication" not in found.stderr, found.stderr[-2000:]
