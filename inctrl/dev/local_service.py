@@ -128,7 +128,8 @@ class LocalInspectionService:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._own_ray:
-            serve.shutdown()
+            # Our own local Ray: stopping it stops Serve with it. serve.shutdown() first would kill the
+            # controller under its own pending calls, which the raylet then reports to this terminal.
             ray.shutdown()
         elif self.http_url is not None:
             serve.delete(self._app_name)

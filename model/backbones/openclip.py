@@ -31,7 +31,9 @@ class OpenCLIPBackbone(Backbone):
         weights_resolver: WeightsResolver | None = None,
     ):
         super().__init__()
-        self.clip = _create_clip(model_name, pretrained, seed, weights_resolver).eval().requires_grad_(False)
+        with _open_clip_root_records_dropped():
+            self.clip = _create_clip(model_name, pretrained, seed, weights_resolver).eval().requires_grad_(False)
+            self.tokenizer = open_clip.get_tokenizer(model_name)
         visual = self.clip.visual
         if not hasattr(visual, "forward_intermediates") or not hasattr(visual, "patch_size"):
             raise ValueError(f"OpenCLIP model {model_name!r} is not a ViT with patch tokens")
@@ -47,7 +49,6 @@ class OpenCLIPBackbone(Backbone):
         self.mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
         self.std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
         self.logit_scale = float(self.clip.logit_scale.exp().clamp(max=100))
-        self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @property
     def has_text(self) -> bool:
@@ -76,7 +77,7 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int, weights_res
     hub_tags = open_clip.list_pretrained_tags_by_model(model_name)
     source = pretrained if pretrained in hub_tags else str(resolve_weights_file(pretrained, weights_resolver))
     try:
-        with _hub_offline_unless_reachable(), _open_clip_root_records_dropped():
+        with _hub_offline_unless_reachable():
             return open_clip.create_model(model_name, pretrained=source)
     except Exception as exc:  # noqa: BLE001 - download/parse errors all mean "no weights"
         raise WeightsUnavailableError(
@@ -97,9 +98,10 @@ class _FromPackage(logging.Filter):
 
 @contextmanager
 def _open_clip_root_records_dropped() -> Iterator[None]:
-    """open_clip logs on the root logger while it loads weights: INFO per step, and a failed download at ERROR
-    just before it raises the same text. The WeightsUnavailableError below carries that text and how to supply
-    weights, so the library's records are dropped for the duration of the load."""
+    """open_clip logs on the root logger while it builds a model and its tokenizer: INFO per step, a WARNING
+    that random weights are random, and a failed download at ERROR just before it raises the same text. Our own record (random
+    weights) or WeightsUnavailableError (failed load, with how to supply weights) says it once, so the
+    library's records are dropped for the duration of the build."""
     drop = _FromPackage(str(Path(open_clip.__file__).parent))
     root = logging.getLogger()
     root.addFilter(drop)

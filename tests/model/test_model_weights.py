@@ -51,6 +51,13 @@ def test_default_hub_tag_offline_fails_within_15_s(monkeypatch: pytest.MonkeyPat
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
 
 
+def test_random_weights_are_announced_once_by_us_not_by_open_clip(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained=None), device="cpu")
+    assert [r.name for r in caplog.records if r.name == "root"] == []
+    assert any("seeded random weights" in r.getMessage() for r in caplog.records)
+
+
 def test_tiny_backbone_refuses_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="random by design"):
         InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained="laion400m_e32"), device="cpu")
