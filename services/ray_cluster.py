@@ -14,10 +14,19 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _DASHBOARD_ONLY_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
 
 
-def quiet_dashboard_only_loggers() -> None:
-    """Worker setup hook of a local Ray: silence the warnings that only say the dashboard is not running."""
+# Ray Train's training context logs every ray.train.report() at INFO on a logger named by its FILE path (so
+# RunConfig's LoggingConfig, which filters "ray.train.*", misses it): one line per epoch repeating ours.
+# The path is built from ray's folder, not found by import: every worker (Serve replicas too) runs this hook.
+_PER_REPORT_LOGGERS = (str(Path(ray.__file__).parent / "train" / "v2" / "_internal" / "execution" / "context.py"),)
+
+
+def quiet_ray_worker_loggers() -> None:
+    """Worker setup hook of a local Ray: silence the warnings that only say the dashboard is not running,
+    and Ray Train's per-report INFO line (our epoch line says the same)."""
     for name in _DASHBOARD_ONLY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in _PER_REPORT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def start_ray(
@@ -47,7 +56,7 @@ def start_ray(
         log_to_driver=worker_logs,
         runtime_env={
             "env_vars": {"PYTHONPATH": python_path},
-            "worker_process_setup_hook": f"{__name__}.{quiet_dashboard_only_loggers.__name__}",
+            "worker_process_setup_hook": f"{__name__}.{quiet_ray_worker_loggers.__name__}",
         },
         logging_level=logging.WARNING,
     )

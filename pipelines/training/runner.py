@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipelines.training.config import TrainConfig
@@ -58,6 +58,9 @@ def run_training(cfg: TrainConfig) -> TrainResult:
                 storage_path=storage.path,
                 storage_filesystem=storage.filesystem,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                # Ray Train's own console records (worker group started, each checkpoint and report) bury the
+                # epochs; WARNING unless the driver logs DEBUG (--verbose). Its log files keep everything.
+                logging_config=LoggingConfig(log_level="DEBUG" if log.isEnabledFor(logging.DEBUG) else "WARNING"),
             ),
         )
         result = trainer.fit()

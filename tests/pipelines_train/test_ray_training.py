@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import os
@@ -124,3 +125,19 @@ def test_local_ray_workers_keep_the_dashboard_only_warnings_quiet() -> None:
     assert found.returncode == 0, found.stderr[-2000:]
     assert f"level {logging.ERROR}" in found.stdout.splitlines()
     assert "Token authentication" not in found.stderr, found.stderr[-2000:]
+
+
+def test_inctrl_train_shows_its_epochs_and_not_ray_trains_own_records(synthetic_root: Path, tmp_path: Path) -> None:
+    """What a user sees of `inctrl train`: our epoch lines, without Ray Train's worker-group, checkpoint
+    and report records (about one per epoch each). A fresh process, so that the CLI starts its own Ray."""
+    config = _config(synthetic_root, tmp_path, epochs=2, num_workers=1).model_dump(mode="json")
+    (tmp_path / "train.json").write_text(json.dumps(config))
+    found = subprocess.run(
+        [str(Path(sys.executable).with_name("inctrl")), "train", "--config", str(tmp_path / "train.json")],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    output = found.stdout + found.stderr
+    assert found.returncode == 0, output[-3000:]
+    assert "epoch=1/2" in output and "epoch=2/2" in output
+    for chatter in ("Checkpoint successfully created", "Reporting training result", "Started training worker group"):
+        assert chatter not in output, output[-3000:]
