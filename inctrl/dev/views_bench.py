@@ -4,8 +4,8 @@ Two ablations on one trained checkpoint, with the same prompt draws for both arm
 - ranking: the served image AUROC with the bank's exposure views (FusionConfig.global_views, the
   standardisation of g) and without them, next to the training-free patch baseline (max M_x);
 - thresholds: the false-positive rate and recall at the calibrated image threshold (target FPR) with
-  calibration's nuisance views (model/nuisance.py: the default, and shifts of up to 5% of the side as
-  before) and with the K leave-one-out scores alone.
+  calibration's nuisance views (model/nuisance.py: the default, and the default without its illumination
+  gradient) and with the K leave-one-out scores alone.
 Counts are pooled over prompt draws, so a 1% FPR is measured on (normals x draws) images.
 """
 from __future__ import annotations
@@ -17,12 +17,16 @@ import numpy as np
 
 from inctrl.dev.bench_inputs import CategoryInputs, bench_inputs, encode_samples
 from model import InCTRLv2
-from model.calibration import calibrate
+from model.calibration import CALIBRATION_VIEWS, calibrate
 from model.nuisance import NuisanceViews
 from pipelines.datasets.sample import ANOMALOUS
 from pipelines.metrics import image_auroc
 ARMS = ("without views", "with views")
-THRESHOLD_ARMS = {ARMS[0]: NuisanceViews(count=0), ARMS[1]: NuisanceViews(), "with views, shift 5%": NuisanceViews(shift=0.05)}
+THRESHOLD_ARMS = {
+    ARMS[0]: NuisanceViews(count=0),
+    ARMS[1]: CALIBRATION_VIEWS,
+    "with views, no gradient": CALIBRATION_VIEWS.model_copy(update={"gradient": 0.0}),
+}
 
 
 @dataclass
