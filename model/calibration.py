@@ -37,13 +37,13 @@ prompt draws of the evaluation harness, 1% target), on fresh validation images o
 (1,200 normal, 480 defective): leave-one-out alone FPR 2.0% (24/1200), recall 46.9%; views shifted by up to
 5% of the side (the previous default) 0.8%, 55.2%; **up to 2%: 0.5% (6/1200), 63.3% (chosen)**: a larger
 shift moves an aligned part (a PCB) further than its frames ever move, and the bound rises with it (pcb
-recall 74.2% -> 44.2%). The illumination gradient came after that table (an exploration script, uncommitted,
-with the same prompt draws, one training seed; views.md predates it): on the validation images FPR 0.50% ->
-0.50% (6/1200), recall 63.1% -> 65.4%; on the unseen synthetic domains FPR 2.33% -> 0.33% (3/900), recall
-65.8% -> 55.6% (washer, whose normal frames saturate in a lit corner no reference showed: FPR 7.0% ->
-1.0%). A second draw order of the views gave 0.58% / 66.0% and 1.22% / 60.3%. An exploration (uncommitted) also tried exposure-only views (FPR 3.3%: positions
-are what moves max M_x), shifts of up to 1% (1.6%) and 3% (0.2%, recall 62.7%), the maximum of the K + V
-scores, and a correction for the one shot fewer of leave-one-out banks, estimated from K - 2 banks (no
+recall 74.2% -> 44.2%). The illumination gradient came next (`inctrl bench views`, the first section of
+benchmarks/views.md, one training seed): on the validation images FPR 0.5% -> 0.5% (6/1200), recall 63.1%
+-> 65.4% (chosen); on the unseen synthetic domains FPR 2.3% -> 0.3% (3/900), recall 65.8% -> 55.6%
+(washer, whose normal frames saturate in a lit corner none of its references shows: FPR 7.0% -> 1.0%).
+An earlier, uncommitted draw order of the same views gave 0.6% / 66.0% and 1.2% / 60.3%. An exploration
+(uncommitted) also tried exposure-only views (FPR 3.3%: positions are what moves max M_x), shifts of up
+to 1% (1.6%) and 3% (0.2%, recall 62.7%), the maximum of the K + V scores, and a correction for the one shot fewer of leave-one-out banks, estimated from K - 2 banks (no
 systematic step between K - 2 and K - 1 was found). The views never set the pixel threshold: their
 reflected borders are no real image region.
 

@@ -88,6 +88,8 @@ def _create_clip(model_name: str, pretrained: str | None, seed: int, weights_res
 
 
 class _FromPackage(logging.Filter):
+    """Drops the records logged from the files under ``package_dir``."""
+
     def __init__(self, package_dir: str) -> None:
         super().__init__()
         self.package_dir = package_dir
@@ -99,9 +101,9 @@ class _FromPackage(logging.Filter):
 @contextmanager
 def _open_clip_root_records_dropped() -> Iterator[None]:
     """open_clip logs on the root logger while it builds a model and its tokenizer: INFO per step, a WARNING
-    that random weights are random, and a failed download at ERROR just before it raises the same text. Our own record (random
-    weights) or WeightsUnavailableError (failed load, with how to supply weights) says it once, so the
-    library's records are dropped for the duration of the build."""
+    that random weights are random, and a failed download at ERROR just before it raises the same text. Our
+    own record (random weights) or WeightsUnavailableError (failed load, with how to supply weights) says it
+    once, so the library's records are dropped for the duration of the build."""
     drop = _FromPackage(str(Path(open_clip.__file__).parent))
     root = logging.getLogger()
     root.addFilter(drop)
