@@ -20,6 +20,16 @@ BANK_FORMAT = "inctrl-prompt-bank/1"
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class ExposureViews:
+    """What exposure views of the references (model/nuisance.py) give the standardisation of the global
+    components (model/standardisation.py): more normal values of g and of the appearance distance a."""
+
+    embeddings: torch.Tensor  # (V, E) f_v of the views
+    appearance: torch.Tensor  # (V, L, W) u^l of the views
+    owners: torch.Tensor  # (V,) int64: the reference each is a view of
+
+
 class PromptBankError(ValueError):
     """A prompt bank that cannot be used: malformed file or built with another backbone."""
 
@@ -46,6 +56,9 @@ class PromptBank:
     # stored without them standardise g by leave-one-out alone.
     view_embeddings: torch.Tensor | None = None
     view_owners: torch.Tensor | None = None
+    # (V, L, W) u^l of the same views: extra normal values of the appearance distance a. Banks stored
+    # without it (written before a existed) standardise a by leave-one-out alone.
+    view_appearance: torch.Tensor | None = None
     _searches: dict[tuple[str, int, int | None], PatchSearch] = field(default_factory=dict, repr=False, compare=False)
     _copies: dict[torch.device, PromptBank] = field(default_factory=dict, repr=False, compare=False)
     _derived: dict[str, tuple[Hashable, object]] = field(default_factory=dict, repr=False, compare=False)
@@ -100,6 +113,7 @@ class PromptBank:
                 None if self.coreset is None else self.coreset.to(device), self.coreset_budget,
                 None if self.view_embeddings is None else self.view_embeddings.to(device),
                 None if self.view_owners is None else self.view_owners.to(device),
+                None if self.view_appearance is None else self.view_appearance.to(device),
             )
         return self._copies[device]
 
@@ -115,16 +129,17 @@ class PromptBank:
         index = torch.tensor(keep, device=self.patches.device)
         patches = self.patches.reshape(n_layers, self.shots, rows // self.shots, width)[:, index].reshape(n_layers, -1, width)
         coreset = None if self.coreset is None else restrict_to_prompts(self.coreset, self.shots, rows, keep)
-        view_embeddings = view_owners = None
+        view_embeddings = view_owners = view_appearance = None
         if self.view_embeddings is not None and self.view_owners is not None:
             renumbered = torch.full((self.shots,), -1, dtype=torch.long, device=self.view_owners.device)
             renumbered[index.to(renumbered.device)] = torch.arange(len(keep), device=renumbered.device)
             kept = renumbered[self.view_owners] >= 0
             view_embeddings, view_owners = self.view_embeddings[kept], renumbered[self.view_owners[kept]]
+            view_appearance = None if self.view_appearance is None else self.view_appearance[kept]
         return PromptBank(
             self.class_name, self.backbone_id, self.embeddings[index], patches.contiguous(), self.text,
             coreset=coreset, coreset_budget=None if coreset is None else self.coreset_budget,
-            view_embeddings=view_embeddings, view_owners=view_owners,
+            view_embeddings=view_embeddings, view_owners=view_owners, view_appearance=view_appearance,
         )  # fmt: skip
 
     def to_bytes(self) -> bytes:
@@ -140,6 +155,8 @@ class PromptBank:
         if self.view_embeddings is not None and self.view_owners is not None:
             stored["view_embeddings"] = self.view_embeddings.detach().float().cpu().contiguous()
             stored["view_owners"] = self.view_owners.detach().long().cpu().contiguous()
+        if self.view_appearance is not None:
+            stored["view_appearance"] = self.view_appearance.detach().float().cpu().contiguous()
         return save_tensors(stored, metadata)
 
     @classmethod
@@ -172,9 +189,11 @@ class PromptBank:
             raise PromptBankError(f"{source}: leave-one-out cosines have shape {tuple(loo.shape)}, expected {expected_loo}")
         coreset, budget = _stored_coreset(tensors.get("coreset"), metadata.get("coreset_budget"), patches.shape, source)
         view_embeddings, view_owners = _stored_views(tensors.get("view_embeddings"), tensors.get("view_owners"), embeddings.shape, source)
+        view_appearance = _stored_view_appearance(tensors.get("view_appearance"), view_owners, patches.shape, source)
         return cls(
-            metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo, coreset, budget, view_embeddings, view_owners
-        )
+            metadata["class_name"], metadata["backbone_id"], embeddings, patches, text, loo, coreset, budget,
+            view_embeddings, view_owners, view_appearance,
+        )  # fmt: skip
 
     def save(self, path: str | Path) -> None:
         Path(path).write_bytes(self.to_bytes())
@@ -234,6 +253,20 @@ def _stored_views(
         shapes = {name: None if t is None else (tuple(t.shape), str(t.dtype)) for name, t in (("view_embeddings", view_embeddings), ("view_owners", view_owners))}
         raise PromptBankError(f"{source}: exposure views {shapes} must be (V, {width}) embeddings with (V,) int64 owners in [0, {shots})")
     return view_embeddings, view_owners
+
+
+def _stored_view_appearance(
+    view_appearance: torch.Tensor | None, view_owners: torch.Tensor | None, patches_shape: torch.Size, source: str
+) -> torch.Tensor | None:
+    """The stored views' u^l (V, L, W), checked against the views' owners (V,) and the patches (L, K*N, W);
+    banks written before the appearance distance existed have none."""
+    if view_appearance is None:
+        return None
+    n_layers, _, width = patches_shape
+    if view_owners is None or tuple(view_appearance.shape) != (len(view_owners), n_layers, width):
+        expected = (None if view_owners is None else len(view_owners), n_layers, width)
+        raise PromptBankError(f"{source}: views' appearance has shape {tuple(view_appearance.shape)}, expected {expected} (with view owners)")
+    return view_appearance
 
 
 def _safetensors_metadata(data: bytes, source: str) -> dict[str, str]:

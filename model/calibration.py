@@ -178,7 +178,7 @@ def leave_one_out(detector: InCTRLv2, references: torch.Tensor, class_name: str,
         raise CalibrationError("leave-one-out calibration needs at least 2 reference images (or a set of normal images)")
     embedding, patches = detector.encode(references)
     singles = [references[i : i + 1] for i in range(shots)]
-    bank = detector.bank_from_features(embedding, patches, class_name, detector.global_view_embeddings(singles))
+    bank = detector.bank_from_features(embedding, patches, class_name, detector.exposure_views(singles))
     size = tuple(references.shape[-2:])
     others = [bank.subset([j for j in range(shots) if j != i]) for i in range(shots)]
     scores, maps = [], []

@@ -16,28 +16,35 @@ class FusionConfig(BaseModel):
 
     "auto" is the paper (Eq 9, Eq 17) on backbones with a text tower and the per-domain standardised
     fusion on image-only backbones, where the paper's fusion measured below its own patch residual.
-    The gate is off by default: at 5 LOO spreads (where at most 1% of the normals of held-out training
-    domains lay) it tied max M_x on validation but on the unseen domains lost 4.5 AUROC on washer (4 similar
-    references understate the spread of its normals) and most of the gain on the textiles' global shifts
-    (55.7 vs 82.1 ungated; pipelines/evaluation/QUALITY.md).
+    The default standardised fusion is one-sided (gate 0): a component other than max M_x adds evidence only
+    where it lies above its normal mean, so a frame that looks more like the references than they look like
+    each other is not pulled below its patch score. With the appearance distance a at 0.25 and g at 0.1 it
+    was the one candidate that beat the previous default (z_Mx + 0.25 z_si + 0.25 z_g, two-sided) on both
+    validation rows, the training domains' defects (94.68 vs 94.53 image AUROC) and their global shifts
+    (75.89 vs 72.12): `inctrl bench fusion`, benchmarks/fusion.md. Larger gates (2 to 6 LOO spreads) gave
+    up the global shifts (pipelines/evaluation/QUALITY.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     image: Literal["auto", "paper", "standardised"] = Field("auto", description="Image score: Eq 9 or standardised.")
     maps: Literal["auto", "paper", "patch"] = Field("auto", description="Map: Eq 17 (M') or the patch residual Phi(M_x).")
-    weights: dict[Literal["image", "text", "patch", "global"], float] = Field(
-        default_factory=lambda: {"image": 0.25, "text": 0.25, "patch": 1.0, "global": 0.25},
+    weights: dict[Literal["image", "text", "patch", "global", "appearance"], float] = Field(
+        default_factory=lambda: {"image": 0.25, "text": 0.25, "patch": 1.0, "global": 0.1, "appearance": 0.25},
         description="Standardised fusion: weight of each component's z-score (components a backbone lacks drop out).",
     )
     floor: float = Field(0.3, ge=0.0, description="Standardised fusion: std floor as a fraction of the LOO mean.")
     temperature: float = Field(4.0, gt=0.0, description="Standardised fusion: s = sigmoid(fused z / temperature).")
     gate: float | None = Field(
-        None, ge=0.0, description="Standardised fusion: components other than max M_x count only by how far their z exceeds this; None = ungated."
+        0.0,
+        ge=0.0,
+        description="Standardised fusion: components other than max M_x count only by how far their z exceeds this "
+        "(0: one-sided, only above their normal mean); None = two-sided.",
     )
     global_views: NuisanceViews = Field(
         default_factory=lambda: NuisanceViews(count=32, gain=0.15, shift=0.0),
-        description="Standardised fusion: exposure views of the references whose g joins the references' LOO g (count 0: none).",
+        description="Standardised fusion: exposure views of the references whose g and a join the references' LOO "
+        "values (count 0: none).",
     )
 
     @field_validator("weights")

@@ -4,14 +4,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Collection, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, WeightsResolver, create_backbone
-from .bank import PromptBank, PromptBankError
+from .bank import ExposureViews, PromptBank, PromptBankError
 from .checkpoint import CheckpointError, read_config, read_heads, write_checkpoint
 from .config import InCTRLv2Config
 from .fusion import create_image_fusion, dasl_map, map_fusion_kind, oasl_map
@@ -22,12 +22,18 @@ from .preprocess import InvalidImageError, Preprocessor, restore_geometry, valid
 from .prompts import orthogonal_prototypes, text_prototypes
 from .residuals import prompt_prototype
 from .standardisation import (
+    APPEARANCE,
+    COMPONENTS,
     GLOBAL,
     IMAGE,
     PATCH,
     TEXT,
+    appearance,
+    appearance_distance,
+    bank_appearance,
     global_distance,
     held_out,
+    leave_one_out_appearance_distance,
     leave_one_out_global_distance,
     leave_one_out_image_score,
     leave_one_out_patch_score,
@@ -110,7 +116,7 @@ class InCTRLv2(nn.Module):
     @torch.no_grad()  # not inference_mode: training backpropagates through head outputs built on banks
     def build_prompt_bank(self, normals: torch.Tensor | Sequence[torch.Tensor], class_name: str) -> PromptBank:
         """K >= 1 normal images in [0, 1] -> the domain's prompt bank, with the exposure views of them that
-        the standardised fusion needs (``global_view_embeddings``).
+        the standardised fusion needs (``exposure_views``).
 
         ``normals`` is a (K, C, H, W) batch, or a sequence of (C, H, W) images of any sizes.
         """
@@ -120,20 +126,26 @@ class InCTRLv2(nn.Module):
             raise InvalidImageError("prompt set is empty: give at least one normal image (K >= 1)")
         batches = [normals] if isinstance(normals, torch.Tensor) else [image[None] for image in normals]
         encoded = [self.encode(validate_images(batch, "normals")) for batch in batches]
-        views = self.global_view_embeddings([image[None] for batch in batches for image in batch])
+        views = self.exposure_views([image[None] for batch in batches for image in batch])
         return self.bank_from_features(torch.cat([e for e, _ in encoded]), torch.cat([p for _, p in encoded]), class_name, views)
 
     @torch.no_grad()
-    def global_view_embeddings(self, normals: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """f_v (V, E) of exposure views of K (1, C, H, W) normals and the normal each is a view of (V,), for the
-        standardisation of g (FusionConfig.global_views); None where nothing is standardised (Eq 9, K = 1)."""
+    def exposure_views(self, normals: Sequence[torch.Tensor]) -> ExposureViews | None:
+        """f_v (V, E) and u^l (V, L, W) of exposure views of K (1, C, H, W) normals and the normal each is a view of
+        (V,), for the standardisation of g and a (FusionConfig.global_views); None where nothing is standardised
+        (Eq 9, K = 1)."""
         config = self.config.fusion.global_views
         if not self.image_fusion.needs_references or len(normals) < 2 or config.count == 0:
             return None
-        embeddings = torch.zeros(config.count, self.backbone.embed_dim, device=self.device)
+        b = self.backbone
+        embeddings = torch.zeros(config.count, b.embed_dim, device=self.device)
+        appearances = torch.zeros(config.count, len(b.layers), b.patch_dim, device=self.device)
         for _, indices, views in views_per_reference([validate_images(n, "normals") for n in normals], config):
-            embeddings[indices.to(self.device)] = self.encode(views)[0]
-        return embeddings, torch.tensor(config.owners(len(normals)), dtype=torch.long, device=self.device)
+            embedding, patches = self.encode(views)
+            embeddings[indices.to(self.device)] = embedding
+            appearances[indices.to(self.device)] = appearance(patches)
+        owners = torch.tensor(config.owners(len(normals)), dtype=torch.long, device=self.device)
+        return ExposureViews(embeddings, appearances, owners)
 
     @torch.no_grad()
     def bank_from_features(
@@ -141,15 +153,18 @@ class InCTRLv2(nn.Module):
         embeddings: torch.Tensor,
         patches: torch.Tensor,
         class_name: str,
-        views: tuple[torch.Tensor, torch.Tensor] | None = None,
+        views: ExposureViews | None = None,
     ) -> PromptBank:
         """A bank from already-encoded prompts: embeddings (K, E), raw patch tokens (K, L, N, W) from encode(),
-        and optionally their exposure views' embeddings and owners (``global_view_embeddings``)."""
+        and optionally their exposure views (``exposure_views``)."""
         n_layers, width = patches.shape[1], patches.shape[-1]
         references = F.normalize(patches, dim=-1).transpose(0, 1).reshape(n_layers, -1, width)  # (L, K*N, W)
-        bank = PromptBank(class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name))
-        if views is not None:
-            bank.view_embeddings, bank.view_owners = views
+        bank = PromptBank(
+            class_name, self.backbone_id, embeddings, references.contiguous(), self.text_prototypes(class_name),
+            view_embeddings=None if views is None else views.embeddings,
+            view_owners=None if views is None else views.owners,
+            view_appearance=None if views is None else views.appearance,
+        )  # fmt: skip
         bank.coreset_for(self.config.nn_max_references)  # selected here, once, and stored with the bank
         return bank
 
@@ -190,18 +205,34 @@ class InCTRLv2(nn.Module):
     @property
     def component_names(self) -> tuple[str, ...]:
         """The image-level components this detector computes (``components``)."""
-        return (IMAGE, PATCH, GLOBAL, TEXT) if self.backbone.has_text else (IMAGE, PATCH, GLOBAL)
+        found = (IMAGE, PATCH, GLOBAL, APPEARANCE)
+        return (*found, TEXT) if self.backbone.has_text else found
 
-    def components(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> dict[str, torch.Tensor]:
-        """Image-level components per query, (B,) each: s_i, s_q (text tower only), max M_x, g."""
-        found = {
-            IMAGE: outputs.image_score,
-            PATCH: outputs.patch_residual.amax(dim=-1),
-            GLOBAL: global_distance(embedding, bank.embeddings.to(embedding.device)),
+    def components(
+        self,
+        outputs: HeadOutputs,
+        embedding: torch.Tensor,
+        patches: torch.Tensor,
+        bank: PromptBank,
+        names: Collection[str] = COMPONENTS,
+    ) -> dict[str, torch.Tensor]:
+        """Image-level components per query, (B,) each, of those ``names`` this detector has: s_i, s_q (text tower
+        only), max M_x, g, a. ``embedding`` (B, E) and raw ``patches`` (B, L, N, W) are the queries' features."""
+        bank = bank.on(embedding.device)
+        compute: dict[str, Callable[[], torch.Tensor]] = {
+            IMAGE: lambda: outputs.image_score,
+            PATCH: lambda: outputs.patch_residual.amax(dim=-1),
+            GLOBAL: lambda: global_distance(embedding, bank.embeddings),
+            APPEARANCE: lambda: appearance_distance(appearance(patches), self._reference_appearance(bank)),
         }
         if outputs.text_score is not None:
-            found[TEXT] = outputs.text_score
-        return found
+            compute[TEXT] = lambda: outputs.text_score
+        return {name: compute[name]() for name in names if name in compute}
+
+    @staticmethod
+    def _reference_appearance(bank: PromptBank) -> torch.Tensor:
+        """u^l of the bank's references (K, L, W), computed once per bank."""
+        return bank.derived(APPEARANCE, None, lambda: bank_appearance(bank.patches, bank.shots))
 
     def reference_components(self, bank: PromptBank) -> dict[str, torch.Tensor] | None:
         """The same components of the bank's held-out references by leave-one-out, (H,) each; None when K = 1.
@@ -219,15 +250,19 @@ class InCTRLv2(nn.Module):
             IMAGE: leave_one_out_image_score(self.heads, bank.embeddings),
             PATCH: leave_one_out_patch_score(loo),
             GLOBAL: leave_one_out_global_distance(bank.embeddings, bank.view_embeddings, bank.view_owners),
+            APPEARANCE: leave_one_out_appearance_distance(self._reference_appearance(bank), bank.view_appearance, bank.view_owners),
         }
         if self.backbone.has_text:
             # s_q needs no bank: a reference's own s_q is already a normal value.
             found[TEXT] = text_score(bank.embeddings, bank.text[None], self.backbone.logit_scale)[held_out(bank.shots)]
         return found
 
-    def fuse(self, outputs: HeadOutputs, embedding: torch.Tensor, bank: PromptBank) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse(
+        self, outputs: HeadOutputs, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image score (Eq 9 or standardised, model/fusion.py) and map (Eq 17 + optional blur, or Phi(M_x) unblurred):
-        scores (B,), maps (B, S, S) at model resolution. ``embedding`` (B, E) are the queries' f_v."""
+        scores (B,), maps (B, S, S) at model resolution. ``embedding`` (B, E) and raw ``patches`` (B, L, N, W) are
+        the queries' features."""
         if self.map_fusion == "paper":  # Eq 17 blended on the patch grid (fusion.fused_map), then Phi and the blur
             beta = self.config.beta
             grid_maps = (1 - beta) * dasl_map(outputs) + beta * oasl_map(outputs)
@@ -236,14 +271,15 @@ class InCTRLv2(nn.Module):
         maps = self.to_image(grid_maps)  # one separable linear map per axis (model/grid_maps.py)
         bank = bank.on(embedding.device)
         references = self.reference_components(bank) if self.image_fusion.needs_references else None
-        scores = self.image_fusion(self.components(outputs, embedding, bank), references)
+        components = self.components(outputs, embedding, patches, bank, self.image_fusion.components)
+        scores = self.image_fusion(components, references)
         return scores.clamp(0, 1), maps.clamp(0, 1)
 
     @torch.inference_mode()
     def score(self, embedding: torch.Tensor, patches: torch.Tensor, bank: PromptBank, size: tuple[int, int]) -> Detection:
         """Score already-encoded images against one domain's bank; maps come back at ``size`` (H, W)."""
         outputs = self.head_outputs(embedding, patches, bank)
-        scores, maps = self.fuse(outputs, embedding, bank)
+        scores, maps = self.fuse(outputs, embedding, patches, bank)
         return Detection(
             scores=scores,
             maps=restore_geometry(maps, *size),

@@ -3,15 +3,15 @@
 Image score, two variants behind one interface (`ImageFusion`, built by `create_image_fusion`):
 - paper: Eq 9 on the raw components.
 - standardised (a departure from the paper, the default on image-only backbones): every component c
-  (s_i, s_q, max M_x, the global distance g) is z-scored against its leave-one-out values on the
-  domain's own K references (model/standardisation.py), then
-      s(x) = sigmoid( sum_c w_c z_c(x) / (T * sum_c w_c) ),
+  (s_i, s_q, max M_x, the global distance g, the appearance distance a; model/standardisation.py) is
+  z-scored against its leave-one-out values on the domain's own K references, then
+      s(x) = sigmoid( (w_Mx z_Mx + sum_{c != Mx} w_c max(z_c(x) - tau, 0)) / (T * sum_c w_c) ),
   so a component counts by how unusual it is FOR THIS PRODUCT, not by its raw scale. With K = 1 there is
   nothing to standardise against and s(x) = max M_x, the training-free patch score.
-  Gated (``gate`` = tau set): every component other than max M_x enters as max(z_c - tau, 0) instead of z_c,
-      s(x) = sigmoid( (w_Mx z_Mx + sum_{c != Mx} w_c max(z_c(x) - tau, 0)) / (T * sum_c w_c) ),
-  so where the extras stay within tau normal spreads (noise on this product) s(x) ranks the images exactly
-  as max M_x does, and an extra component only adds where it is far outside the product's normal range.
+  The gate tau is 0 by default (one-sided): an extra component adds evidence only above its normal mean and
+  never pulls a frame below its patch score, so where it is noise (g on local specks) only its upper half
+  reaches the score. With tau > 0, where the extras stay within tau normal spreads s(x) ranks the images
+  exactly as max M_x does. With ``gate`` None the extras enter two-sided, as z_c.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .config import FusionConfig
 from .heads import HeadOutputs
-from .standardisation import PATCH, standardise
+from .standardisation import IMAGE, PATCH, TEXT, standardise
 
 
 def fused_score(outputs: HeadOutputs, alpha: float) -> torch.Tensor:
@@ -34,6 +34,8 @@ def fused_score(outputs: HeadOutputs, alpha: float) -> torch.Tensor:
 
 
 class ImageFusion(Protocol):
+    components: frozenset[str]  # the components it reads (model/standardisation.py names)
+
     def __call__(self, components: Mapping[str, torch.Tensor], references: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         """components: name -> (B,) per query; references: name -> (H,) LOO values, None when K = 1 -> (B,) in [0, 1]."""
 
@@ -46,6 +48,7 @@ class PaperFusion:
     """Eq 9 with alpha; the components' raw scales, no references needed."""
 
     needs_references = False
+    components = frozenset({IMAGE, TEXT, PATCH})
 
     def __init__(self, alpha: float):
         self.alpha = alpha
@@ -67,6 +70,7 @@ class StandardisedFusion:
 
     def __init__(self, weights: Mapping[str, float], floor: float, temperature: float, gate: float | None = None):
         self.weights = {name: w for name, w in weights.items() if w > 0}
+        self.components = frozenset({*self.weights, PATCH})  # max M_x alone when K = 1
         self.floor = floor
         self.temperature = temperature
         self.gate = gate

@@ -13,7 +13,7 @@ sampled with reflection at the border, so no black margin appears that no camera
 normal variation every production line has is simulated: exposure drift, light falling unevenly across
 the field, and a part a few pixels off its mark. Two uses, each measured (model/calibration.py, model/standardisation.py):
 - the image threshold (shift, exposure and gradient): the views' leave-one-out scores join the references';
-- the standardisation of the global distance g (exposure only): a translated texture's reflected border
+- the standardisation of the global distance g and the appearance distance a (exposure only): a translated texture's reflected border
   is a seam no fabric has, which moved g as much as a real global defect did on the textiles.
 Rotation is not simulated: for an oriented texture (a woven fabric) a rotated view is a defect.
 """

@@ -1,7 +1,17 @@
 """Per-domain standardisation of the image-level components, from the K references by leave-one-out.
 
-A component c is one image-level anomaly score: s_i (Eq 2), s_q (Eq 6), max M_x (Eq 4), or the global
-distance g(x) = 1 - max_k cos(f_v(x), f_v(x'_k)) (training-free, like max M_x but on the pooled embedding).
+A component c is one image-level anomaly score: s_i (Eq 2), s_q (Eq 6), max M_x (Eq 4), the global
+distance g(x) = 1 - max_k cos(f_v(x), f_v(x'_k)) (training-free, like max M_x but on the pooled embedding),
+or the appearance distance (training-free, on the patch tokens' first moment)
+
+    a(x) = mean_l (1 - max_k cos(u^l(x), u^l(x'_k))),   u^l(x) = mean_n F^l_x(n) / |F^l_x(n)|,
+
+how far the image's average local appearance (texture, contrast, tint, sharpness) at each layer lies from
+the nearest reference's. A local defect moves u^l by one patch in N and leaves a(x) where it was; a global
+change moves every patch the same way. On the textiles' normal frames a(x) varies far less than g(x)
+(z-score std over their 200 normal test images 0.12 against 0.99, one prompt draw, training-free; an
+uncommitted exploration), so it adds little noise to max M_x where the defect is local; `inctrl bench fusion`
+(benchmarks/fusion.md) measures what it adds to the served score.
 Their scales differ per product: max M_x of a normal gravel image is ~0.05, of a normal washer ~0.12.
 The K references are normal images of the product, so scoring reference k against the other K - 1
 (leave-one-out, LOO) gives K normal values v_c1..v_cK of every component without any extra image, and
@@ -13,12 +23,13 @@ estimate, so it is floored at a fraction of the mean (a relative spread the comp
 training domains). LOO banks hold one shot fewer than the served bank, so LOO values run slightly high:
 normal queries get z a little below 0, anomalies are judged against a slightly stricter normal.
 
-The global distance has a second source of normal values: exposure views of the references (model/nuisance.py,
+The global distance (and the appearance distance a, from the same views) has a second source of normal
+values: exposure views of the references (model/nuisance.py,
 FusionConfig.global_views: 32 by default, exposure within +-15%), each scored against the references other
 than its own and stored with the bank. K = 4 leave-one-out values of g come in nearest-neighbour pairs, so
 they are often two distinct numbers, and the references rarely span the exposures of later frames (washer:
 normal test images at z_g up to 11 against their 4 references). `inctrl bench views` (benchmarks/views.md), served image
-AUROC without -> with the views, on the training domains first (fresh validation images): 94.40 -> 94.52
+AUROC without -> with the views (under the earlier two-sided fusion of s_i, max M_x and g), on the training domains first (fresh validation images): 94.40 -> 94.52
 (an earlier run on their test images: 98.04 -> 98.05); on the unseen synthetic domains afterwards 94.99 -> 95.71
 (washer 95.6 -> 97.7), the textiles' global shifts 87.4 -> 86.1, local defects 57.0 -> 57.5. In an uncommitted exploration, views that also shifted (and turned by up to 5
 degrees) were worse for g, their reflected border being a seam on a texture: the textiles' global shifts 70.9.
@@ -42,7 +53,8 @@ IMAGE = "image"  # s_i
 TEXT = "text"  # s_q
 PATCH = "patch"  # max M_x
 GLOBAL = "global"  # g(x)
-COMPONENTS = (IMAGE, TEXT, PATCH, GLOBAL)
+APPEARANCE = "appearance"  # a(x)
+COMPONENTS = (IMAGE, TEXT, PATCH, GLOBAL, APPEARANCE)
 
 
 def held_out(shots: int) -> torch.Tensor:
@@ -86,6 +98,42 @@ def leave_one_out_global_distance(
     view_cosines = F.normalize(view_embeddings, dim=-1) @ unit.T  # (V, K)
     view_cosines[torch.arange(len(view_owners), device=unit.device), view_owners.to(unit.device)] = -float("inf")
     return torch.cat([found, 1.0 - view_cosines.amax(dim=-1)])
+
+
+def appearance(patches: torch.Tensor) -> torch.Tensor:
+    """u^l = mean_n F^l(n) / |F^l(n)|: raw patch tokens (B, L, N, W) -> (B, L, W). One pass over the tokens,
+    without materialising their normalised copy."""
+    inverse_norms = torch.linalg.vector_norm(patches, dim=-1).clamp_min(1e-12).reciprocal()  # F.normalize's eps
+    return torch.einsum("blnw,bln->blw", patches, inverse_norms) / patches.shape[2]
+
+
+def bank_appearance(patches: torch.Tensor, shots: int) -> torch.Tensor:
+    """u^l of the references from a bank's unit patch tokens (L, K*N, W) -> (K, L, W)."""
+    n_layers, rows, width = patches.shape
+    return patches.reshape(n_layers, shots, rows // shots, width).mean(dim=2).transpose(0, 1)
+
+
+def appearance_distance(query: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """a(x) = mean_l (1 - max_k cos(u^l(x), u^l(x'_k))): query (B, L, W), references (K, L, W) -> (B,) in [0, 2]."""
+    cosines = torch.einsum("blw,klw->blk", F.normalize(query, dim=-1), F.normalize(references, dim=-1))
+    return (1.0 - cosines.amax(dim=-1)).mean(dim=-1)
+
+
+def leave_one_out_appearance_distance(
+    references: torch.Tensor, view_appearance: torch.Tensor | None = None, view_owners: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(K, L, W) u^l of the references -> (H + V,): a of each held-out reference against the others, then a of
+    each exposure view (V, L, W) against the references other than its own (``view_owners`` (V,))."""
+    unit = F.normalize(references, dim=-1)
+    cosines = torch.einsum("klw,jlw->klj", unit, unit)  # (K, L, K)
+    own = torch.arange(len(unit), device=unit.device)
+    cosines[own, :, own] = -float("inf")
+    found = (1.0 - cosines[held_out(len(unit)).to(unit.device)].amax(dim=-1)).mean(dim=-1)
+    if view_appearance is None or view_owners is None or not len(view_owners):
+        return found
+    view_cosines = torch.einsum("vlw,klw->vlk", F.normalize(view_appearance, dim=-1), unit)  # (V, L, K)
+    view_cosines[torch.arange(len(view_owners), device=unit.device), :, view_owners.to(unit.device)] = -float("inf")
+    return torch.cat([found, (1.0 - view_cosines.amax(dim=-1)).mean(dim=-1)])
 
 
 def leave_one_out_image_score(heads: InCTRLv2Heads, prompt_embeddings: torch.Tensor) -> torch.Tensor:

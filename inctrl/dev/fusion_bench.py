@@ -1,11 +1,13 @@
 """`inctrl bench fusion`: candidate image-score fusions on the same components, per category (dev only).
 
 Every candidate is a FusionConfig of the standardised fusion (model/fusion.py) applied to the SAME per-query
-components and leave-one-out reference values (max M_x, g, s_i; the bank carries its exposure views as
-served), so a difference between two columns is the fusion rule and nothing else. With ``shifted``, each
+components and leave-one-out reference values (max M_x, g, a, s_i; the bank carries its exposure views as
+served), so a difference between two columns is the fusion rule and nothing else. Weights not named in a
+candidate are 0; a candidate's gate is the default's (0, one-sided) unless it says otherwise. With ``shifted``, each
 category also gets a "<category>/shifted" row: its normal test images against global-shift copies of
 themselves (contrast, tint, a half-strength blur, a zoom), the class of defect the global distance g is
-there for; the validation the fusion is chosen on is the training domains with and without those shifts.
+there for (and the appearance distance a); the validation the fusion is chosen on is the training domains with
+and without those shifts.
 """
 from __future__ import annotations
 
@@ -26,14 +28,19 @@ from pipelines.datasets.sample import ANOMALOUS, NORMAL
 from pipelines.metrics import image_auroc, tpr_at_fpr
 
 PATCH_ONLY = "max M_x"
+_ALL_QUARTER = {"image": 0.25, "patch": 1.0, "global": 0.25, "appearance": 0.25}
 CANDIDATES: dict[str, FusionConfig] = {
     "served": FusionConfig(),
-    "no s_i": FusionConfig(weights={"patch": 1.0, "global": 0.25}),
-    "no g": FusionConfig(weights={"patch": 1.0, "image": 0.25}),
+    "previous default": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.25}, gate=None),
+    "two-sided": FusionConfig(gate=None),
+    "all .25, two-sided": FusionConfig(weights=_ALL_QUARTER, gate=None),
+    "all .25": FusionConfig(weights=_ALL_QUARTER),
+    "a .5": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.1, "appearance": 0.5}),
+    "a .5, no g": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.5}),
+    "no a": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.1}),
+    "no g": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.25}),
+    "no s_i": FusionConfig(weights={"patch": 1.0, "global": 0.1, "appearance": 0.25}),
     "gate 2": FusionConfig(gate=2.0),
-    "gate 3": FusionConfig(gate=3.0),
-    "gate 4": FusionConfig(gate=4.0),
-    "gate 6": FusionConfig(gate=6.0),
 }
 SHIFT_KINDS = ("contrast", "tint", "blur", "zoom")
 
@@ -118,7 +125,7 @@ def score_category(detector: InCTRLv2, inputs: CategoryInputs, size: int, shifte
         reference_values = detector.reference_components(bank)
         for name, (set_labels, set_embedding, set_patches) in sets.items():
             outputs = detector.head_outputs(set_embedding, set_patches, bank)
-            found[name].append(Scored(set_labels, detector.components(outputs, set_embedding, bank), reference_values))
+            found[name].append(Scored(set_labels, detector.components(outputs, set_embedding, set_patches, bank), reference_values))
     return found
 
 

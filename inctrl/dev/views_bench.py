@@ -54,7 +54,7 @@ def ablate_category(detector: InCTRLv2, inputs: CategoryInputs, target_fpr: floa
         banks = {
             ARMS[0]: detector.bank_from_features(ref_embedding, ref_patches, class_name),
             ARMS[1]: detector.bank_from_features(
-                ref_embedding, ref_patches, class_name, detector.global_view_embeddings([r[None] for r in references])
+                ref_embedding, ref_patches, class_name, detector.exposure_views([r[None] for r in references])
             ),
         }
         for arm, bank in banks.items():

@@ -57,7 +57,7 @@ def score_methods(
     outputs = detector.head_outputs(embedding.to(detector.device), patches.to(detector.device), bank)
     results: dict[str, MethodOutput] = {}
     if INCTRL in methods:
-        scores, maps = detector.fuse(outputs, embedding.to(detector.device), bank)
+        scores, maps = detector.fuse(outputs, embedding.to(detector.device), patches.to(detector.device), bank)
         results[INCTRL] = MethodOutput(scores.cpu(), restore_geometry(maps, *size).cpu())
     if PATCH_NN in methods:
         residual = outputs.patch_residual

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model import InCTRLv2, InCTRLv2Config
+from model.config import FusionConfig
 
 ImageFactory = Callable[..., torch.Tensor]
 
@@ -21,6 +22,12 @@ def seeded_detector(config: InCTRLv2Config) -> InCTRLv2:
 @pytest.fixture(scope="session")
 def tiny_detector() -> InCTRLv2:
     return seeded_detector(InCTRLv2Config(backbone="tiny", pretrained=None))
+
+
+@pytest.fixture(scope="session")
+def standardised_tiny() -> InCTRLv2:
+    """The tiny CLIP (text tower: "auto" would pick the paper) forced onto the standardised fusion."""
+    return seeded_detector(InCTRLv2Config(backbone="tiny", pretrained=None, fusion=FusionConfig(image="standardised")))
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def test_detector_maps_are_those_of_eq_17_with_the_blur(tiny_detector: InCTRLv2,
     bank = det.build_prompt_bank(make_images(2, 64, seed=82), "widget")
     embedding, patches = det.encode(make_images(3, 64, seed=83))
     outputs = det.head_outputs(embedding, patches, bank)
-    _, maps = det.fuse(outputs, embedding, bank)
+    _, maps = det.fuse(outputs, embedding, patches, bank)
     b = det.backbone
     expected = gaussian_blur(fused_map(outputs, b.grid, b.image_size, det.config.beta), det.config.blur_sigma).clamp(0, 1)
     torch.testing.assert_close(maps, expected, atol=1e-6, rtol=0)

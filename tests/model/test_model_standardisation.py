@@ -18,12 +18,6 @@ from model.standardisation import MAX_HELD_OUT, held_out, leave_one_out_max_cosi
 from .conftest import seeded_detector
 
 
-@pytest.fixture(scope="module")
-def standardised_tiny() -> InCTRLv2:
-    """The tiny CLIP (text tower: "auto" would pick the paper) forced onto the standardised fusion."""
-    return seeded_detector(InCTRLv2Config(backbone="tiny", pretrained=None, fusion=FusionConfig(image="standardised")))
-
-
 def test_leave_one_out_statistics_equal_scoring_each_reference_against_a_bank_of_the_others(
     standardised_tiny: InCTRLv2, make_images
 ) -> None:
@@ -31,11 +25,13 @@ def test_leave_one_out_statistics_equal_scoring_each_reference_against_a_bank_of
     references = make_images(4, 64, seed=70)
     bank = det.build_prompt_bank(references, "widget")
     loo = det.reference_components(bank)
-    assert loo is not None and set(loo) == {"image", "text", "patch", "global"}
+    assert loo is not None and set(loo) == {"image", "text", "patch", "global", "appearance"}
     for k in range(4):
         others = det.build_prompt_bank(torch.cat([references[:k], references[k + 1 :]]), "widget")
         alone = det.detect(references[k : k + 1], others)
-        embedding, _ = det.encode(references[k : k + 1])
+        embedding, patches = det.encode(references[k : k + 1])
+        outputs = det.head_outputs(embedding, patches, others)
+        assert loo["appearance"][k].item() == pytest.approx(det.components(outputs, embedding, patches, others)["appearance"].item(), abs=1e-5)
         cosines = F.normalize(embedding, dim=-1) @ F.normalize(others.embeddings, dim=-1).T
         assert loo["patch"][k].item() == pytest.approx(alone.patch_scores[0].item(), abs=1e-5)
         assert loo["image"][k].item() == pytest.approx(alone.image_scores[0].item(), abs=1e-5)

@@ -30,7 +30,7 @@ def test_a_component_that_separates_lifts_only_the_candidates_that_weigh_it() ->
     generator = torch.Generator().manual_seed(0)
     labels = np.array([False] * 20 + [True] * 20)
     noise = lambda: torch.rand(40, generator=generator)  # noqa: E731
-    components = {"patch": 0.1 + 0.01 * noise(), "image": 0.5 + 0.01 * noise(), "global": 0.2 + 0.05 * torch.from_numpy(labels).float() + 0.001 * noise()}
+    components = {"patch": 0.1 + 0.001 * noise(), "image": 0.5 + 0.001 * noise(), "global": 0.2 + 0.05 * torch.from_numpy(labels).float() + 0.001 * noise()}
     references = {"patch": 0.1 + 0.01 * torch.rand(4, generator=generator), "image": 0.5 + 0.01 * torch.rand(4, generator=generator),
                   "global": 0.2 + 0.001 * torch.rand(4, generator=generator)}  # fmt: skip
     result = evaluate([Scored(labels, components, references)], CANDIDATES)
