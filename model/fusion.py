@@ -8,10 +8,10 @@ Image score, two variants behind one interface (`ImageFusion`, built by `create_
       s(x) = sigmoid( (w_Mx z_Mx + sum_{c != Mx} w_c max(z_c(x) - tau, 0)) / (T * sum_c w_c) ),
   so a component counts by how unusual it is FOR THIS PRODUCT, not by its raw scale. With K = 1 there is
   nothing to standardise against and s(x) = max M_x, the training-free patch score.
-  The gate tau is 0 by default (one-sided): an extra component adds evidence only above its normal mean and
-  never pulls a frame below its patch score, so where it is noise (g on local specks) only its upper half
-  reaches the score. With tau > 0, where the extras stay within tau normal spreads s(x) ranks the images
-  exactly as max M_x does. With ``gate`` None the extras enter two-sided, as z_c.
+  With ``gate`` None (the default) the extras enter two-sided, as z_c. With tau = 0 (one-sided) an extra adds
+  evidence only above its normal mean and never pulls a frame below its patch score, so where it is noise
+  (g on local specks) only its upper half reaches the score; with tau > 0, where the extras stay within tau
+  normal spreads s(x) ranks the images exactly as max M_x does.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ the nearest reference's. A local defect moves u^l by one patch in N and leaves a
 change moves every patch the same way. On the textiles' normal frames a(x) varies far less than g(x)
 (z-score std over their 200 normal test images 0.12 against 0.99, one prompt draw, training-free; an
 uncommitted exploration), so it adds little noise to max M_x where the defect is local; `inctrl bench fusion`
-(benchmarks/fusion.md) measures what it adds to the served score.
+(benchmarks/fusion.md) measures what it adds to the fused score. It is not in the default fusion (weight 0,
+model/config.py): with it the calibrated threshold lost its promise on validation.
 Their scales differ per product: max M_x of a normal gravel image is ~0.05, of a normal washer ~0.12.
 The K references are normal images of the product, so scoring reference k against the other K - 1
 (leave-one-out, LOO) gives K normal values v_c1..v_cK of every component without any extra image, and

@@ -2,8 +2,8 @@
 
 Every candidate is a FusionConfig of the standardised fusion (model/fusion.py) applied to the SAME per-query
 components and leave-one-out reference values (max M_x, g, a, s_i; the bank carries its exposure views as
-served), so a difference between two columns is the fusion rule and nothing else. Weights not named in a
-candidate are 0; a candidate's gate is the default's (0, one-sided) unless it says otherwise. With ``shifted``, each
+served), so a difference between two columns is the fusion rule and nothing else. `served` is the default;
+"+ a" is s_i 0.25, g 0.1 and the appearance distance a 0.25; "one-sided" is gate 0 (model/fusion.py). With ``shifted``, each
 category also gets a "<category>/shifted" row: its normal test images against global-shift copies of
 themselves (contrast, tint, a half-strength blur, a zoom), the class of defect the global distance g is
 there for (and the appearance distance a); the validation the fusion is chosen on is the training domains with
@@ -28,19 +28,20 @@ from pipelines.datasets.sample import ANOMALOUS, NORMAL
 from pipelines.metrics import image_auroc, tpr_at_fpr
 
 PATCH_ONLY = "max M_x"
+_WITH_A = {"image": 0.25, "patch": 1.0, "global": 0.1, "appearance": 0.25}
 _ALL_QUARTER = {"image": 0.25, "patch": 1.0, "global": 0.25, "appearance": 0.25}
 CANDIDATES: dict[str, FusionConfig] = {
     "served": FusionConfig(),
-    "previous default": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.25}, gate=None),
-    "two-sided": FusionConfig(gate=None),
-    "all .25, two-sided": FusionConfig(weights=_ALL_QUARTER, gate=None),
-    "all .25": FusionConfig(weights=_ALL_QUARTER),
-    "a .5": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.1, "appearance": 0.5}),
-    "a .5, no g": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.5}),
-    "no a": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.1}),
-    "no g": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.25}),
-    "no s_i": FusionConfig(weights={"patch": 1.0, "global": 0.1, "appearance": 0.25}),
-    "gate 2": FusionConfig(gate=2.0),
+    "one-sided + a": FusionConfig(weights=_WITH_A, gate=0.0),
+    "two-sided + a": FusionConfig(weights=_WITH_A),
+    "all .25, two-sided": FusionConfig(weights=_ALL_QUARTER),
+    "all .25, one-sided": FusionConfig(weights=_ALL_QUARTER, gate=0.0),
+    "a .5, one-sided": FusionConfig(weights={**_WITH_A, "appearance": 0.5}, gate=0.0),
+    "a .5, no g, one-sided": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.5}, gate=0.0),
+    "no a, one-sided": FusionConfig(weights={"image": 0.25, "patch": 1.0, "global": 0.1}, gate=0.0),
+    "no g, one-sided": FusionConfig(weights={"image": 0.25, "patch": 1.0, "appearance": 0.25}, gate=0.0),
+    "no s_i, one-sided": FusionConfig(weights={"patch": 1.0, "global": 0.1, "appearance": 0.25}, gate=0.0),
+    "gate 2 + a": FusionConfig(weights=_WITH_A, gate=2.0),
 }
 SHIFT_KINDS = ("contrast", "tint", "blur", "zoom")
 
