@@ -5,13 +5,13 @@ Image score, two variants behind one interface (`ImageFusion`, built by `create_
 - standardised (a departure from the paper, the default on image-only backbones): every component c
   (s_i, s_q, max M_x, the global distance g, the appearance distance a; model/standardisation.py) is
   z-scored against its leave-one-out values on the domain's own K references, then
-      s(x) = sigmoid( (w_Mx z_Mx + sum_{c != Mx} w_c max(z_c(x) - tau, 0)) / (T * sum_c w_c) ),
-  so a component counts by how unusual it is FOR THIS PRODUCT, not by its raw scale. With K = 1 there is
-  nothing to standardise against and s(x) = max M_x, the training-free patch score.
-  With ``gate`` None (the default) the extras enter two-sided, as z_c. With tau = 0 (one-sided) an extra adds
-  evidence only above its normal mean and never pulls a frame below its patch score, so where it is noise
-  (g on local specks) only its upper half reaches the score; with tau > 0, where the extras stay within tau
-  normal spreads s(x) ranks the images exactly as max M_x does.
+      s(x) = sigmoid( sum_c w_c e_c(x) / (T * sum_c w_c) ),
+  e_Mx = z_Mx, and for every other component e_c = z_c (``gate`` None, the default: two-sided) or
+  e_c = max(z_c - tau, 0) (``gate`` tau), so a component counts by how unusual it is FOR THIS PRODUCT, not by
+  its raw scale. With K = 1 there is nothing to standardise against and s(x) = max M_x, the training-free
+  patch score. With tau = 0 (one-sided) an extra adds evidence only above its normal mean and never pulls a
+  frame below its patch score, so where it is noise (g on local specks) only its upper half reaches the score;
+  with tau > 0, where the extras stay within tau normal spreads s(x) ranks the images exactly as max M_x does.
 """
 from __future__ import annotations
 
