@@ -86,11 +86,17 @@ def bench_fusion_command(
     shots: Shots = 4,
     seeds: Draws = 3,
     shifted: bool = typer.Option(False, help="Also score each category's normals against global-shift copies of them."),
+    sweep: bool = typer.Option(
+        False, help="Instead of the candidates: a grid of fusions, printed as the frontier of worst-row loss against mean gain."
+    ),
 ) -> None:
-    """Image AUROC / TPR@1%FPR of candidate fusions on the same components, per category (inctrl/dev/fusion_bench.py)."""
+    """Image AUROC / TPR@1%FPR of candidate fusions on the same components, per category (inctrl/dev/fusion_bench.py);
+    with --sweep, what mean gain over max M_x each worst-row loss can buy (inctrl/dev/fusion_sweep.py)."""
     from inctrl.dev.fusion_bench import run_fusion_bench
+    from inctrl.dev.fusion_sweep import run_fusion_sweep
 
-    typer.echo(run_fusion_bench(checkpoint, dataset, data, _split_categories(categories), shots, seeds, shifted))
+    run = run_fusion_sweep if sweep else run_fusion_bench
+    typer.echo(run(checkpoint, dataset, data, _split_categories(categories), shots, seeds, shifted))
 
 
 def add_dev_commands(app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -146,12 +146,19 @@ def render(results: Mapping[str, CategoryResult], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def score_rows(
+    checkpoint: Path, dataset: str, root: Path, categories: list[str] | None, shots: int, seeds: int, shifted: bool
+) -> dict[str, list[Scored]]:
+    """Every row's draws (score_category) for the chosen categories of one dataset."""
+    inputs = bench_inputs(checkpoint, dataset, root, categories, shots, seeds)
+    rows: dict[str, list[Scored]] = {}
+    for category in inputs.categories:
+        rows.update(score_category(inputs.detector, category, inputs.size, shifted))
+    return rows
+
+
 def run_fusion_bench(
     checkpoint: Path, dataset: str, root: Path, categories: list[str] | None, shots: int, seeds: int, shifted: bool
 ) -> str:
-    inputs = bench_inputs(checkpoint, dataset, root, categories, shots, seeds)
-    results: dict[str, CategoryResult] = {}
-    for category in inputs.categories:
-        for name, scored in score_category(inputs.detector, category, inputs.size, shifted).items():
-            results[name] = evaluate(scored, CANDIDATES)
-    return render(results, [PATCH_ONLY, *CANDIDATES])
+    rows = score_rows(checkpoint, dataset, root, categories, shots, seeds, shifted)
+    return render({name: evaluate(scored, CANDIDATES) for name, scored in rows.items()}, [PATCH_ONLY, *CANDIDATES])

@@ -1,4 +1,4 @@
-"""Shared fixtures: one small synthetic MVTec-layout set and one local Ray for every test here."""
+"""Shared fixtures: one small synthetic MVTec-layout set, one tiny standardised checkpoint and one local Ray."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import ray
 
+from model import InCTRLv2, InCTRLv2Config
+from model.config import FusionConfig
 from pipelines.synth import generate
 from pipelines.training import start_ray
 
@@ -17,6 +19,13 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate(root, seed=3, domains=["capsule", "brick"], n_train=6, n_test_good=3, n_test_defect=4, size=64)
     return root
+
+
+@pytest.fixture(scope="session")
+def standardised_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight checkpoint with the standardised fusion, for the fusion benches' CLI tests."""
+    detector = InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained=None, fusion=FusionConfig(image="standardised")))
+    return detector.save(tmp_path_factory.mktemp("standardised") / "checkpoint")
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,10 @@ from typer.testing import CliRunner
 
 from inctrl.cli import app
 from inctrl.dev.fusion_bench import CANDIDATES, PATCH_ONLY, SHIFT_KINDS, Scored, evaluate, global_shift
-from model import InCTRLv2, InCTRLv2Config
-from model.config import FusionConfig
 
 
-def test_bench_reports_every_candidate_per_category_with_its_shifted_row(synthetic_root: Path, tmp_path: Path) -> None:
-    checkpoint = InCTRLv2(InCTRLv2Config(backbone="tiny", pretrained=None, fusion=FusionConfig(image="standardised"))).save(tmp_path / "c")
-    command = ["bench", "fusion", "--checkpoint", str(checkpoint), "--data", str(synthetic_root), "--shots", "2", "--seeds", "2", "--shifted"]
+def test_bench_reports_every_candidate_per_category_with_its_shifted_row(synthetic_root: Path, standardised_checkpoint: Path) -> None:
+    command = ["bench", "fusion", "--checkpoint", str(standardised_checkpoint), "--data", str(synthetic_root), "--shots", "2", "--seeds", "2", "--shifted"]
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.output.splitlines() if line.startswith("| ")]
