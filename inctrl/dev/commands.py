@@ -70,12 +70,21 @@ def bench_views_command(
     shots: Shots = 4,
     seeds: Draws = 3,
     target_fpr: float = typer.Option(0.01, help="Target false-positive rate of the calibrated threshold."),
+    components: bool = typer.Option(
+        False, help="Instead: each fused component's z-score on normal frames, held-out references and each kind of view."
+    ),
 ) -> None:
     """Served AUROC with and without the banks' exposure views, and the calibrated FPR / recall with and
-    without calibration's nuisance views, per category (inctrl/dev/views_bench.py)."""
+    without calibration's nuisance views, per category (inctrl/dev/views_bench.py); with --components, where
+    each kind of view puts each component (inctrl/dev/view_components.py)."""
+    from inctrl.dev.view_components import run_view_components
     from inctrl.dev.views_bench import run_views_bench
 
-    typer.echo(run_views_bench(checkpoint, dataset, data, _split_categories(categories), shots, seeds, target_fpr))
+    chosen = _split_categories(categories)
+    if components:
+        typer.echo(run_view_components(checkpoint, dataset, data, chosen, shots, seeds))
+    else:
+        typer.echo(run_views_bench(checkpoint, dataset, data, chosen, shots, seeds, target_fpr))
 
 
 def bench_fusion_command(
