@@ -77,10 +77,20 @@ def pareto_frontier(candidates: list[Tradeoff]) -> list[Tradeoff]:
     return sorted(frontier, key=lambda c: (-c.worst, -c.mean, c.name))
 
 
+def served_label(grid: Mapping[str, FusionConfig]) -> str | None:
+    """The grid's entry for the default fusion (FusionConfig()) on an image-only backbone, if the grid holds it."""
+    served = FusionConfig()
+    image_only = {name: w for name, w in served.weights.items() if name != "text" and w > 0}
+    return next((label for label, c in grid.items() if c.weights == image_only and c.gate == served.gate), None)
+
+
 def render_frontier(results: Mapping[str, CategoryResult], grid: Mapping[str, FusionConfig]) -> str:
-    """The frontier of ``grid`` on the rows of ``results`` as a markdown table, max M_x's own AUROC on top."""
+    """The frontier of ``grid`` on the rows of ``results`` as a markdown table, max M_x's own AUROC on top and
+    the served default's row last (on the frontier or not)."""
     rows = list(results)
-    frontier = pareto_frontier(tradeoffs(results, list(grid)))
+    everything = tradeoffs(results, list(grid))
+    frontier = pareto_frontier(everything)
+    served = served_label(grid)
     patch = [f"{100 * np.mean(results[row].auroc[PATCH_ONLY]):.2f}" for row in rows]
     lines = [
         f"{len(frontier)} of {len(grid)} fusions on the frontier; cells: image AUROC minus max M_x's (points)",
@@ -91,6 +101,9 @@ def render_frontier(results: Mapping[str, CategoryResult], grid: Mapping[str, Fu
     ]
     for c in frontier:
         lines.append(f"| {c.name} | {c.worst:+.2f} | {c.mean:+.2f} | " + " | ".join(f"{c.deltas[row]:+.2f}" for row in rows) + " |")
+    for c in everything:
+        if c.name == served:
+            lines.append(f"| served default: {c.name} | {c.worst:+.2f} | {c.mean:+.2f} | " + " | ".join(f"{c.deltas[row]:+.2f}" for row in rows) + " |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from inctrl.cli import app
 from inctrl.dev.fusion_bench import PATCH_ONLY, CategoryResult, Scored, evaluate
-from inctrl.dev.fusion_sweep import Tradeoff, pareto_frontier, sweep_grid, tradeoffs
+from inctrl.dev.fusion_sweep import Tradeoff, pareto_frontier, served_label, sweep_grid, tradeoffs
 from model.config import FusionConfig
 
 
@@ -66,8 +66,17 @@ def test_the_cli_prints_the_frontier(synthetic_root: Path, standardised_checkpoi
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in result.output.splitlines() if line.startswith("| ")]
     assert rows[0] == ["fusion", "worst row", "mean", "brick", "capsule"]
     assert rows[1][0] == f"{PATCH_ONLY} (AUROC)" and all(0 <= float(v) <= 100 for v in rows[1][3:])
-    worst = [float(row[1]) for row in rows[2:]]
-    means = [float(row[2]) for row in rows[2:]]
-    assert rows[2:] and worst == sorted(worst, reverse=True) and means == sorted(means)  # a trade-off curve
-    for row in rows[2:]:
+    frontier, served = rows[2:-1], rows[-1]
+    worst = [float(row[1]) for row in frontier]
+    means = [float(row[2]) for row in frontier]
+    assert frontier and worst == sorted(worst, reverse=True) and means == sorted(means)  # a trade-off curve
+    for row in frontier:
         assert row[0] in sweep_grid() and float(row[1]) == min(float(v) for v in row[3:])
+    assert served[0] == "served default: s_i 0.25, g 0.25, two-sided" and float(served[1]) == min(float(v) for v in served[3:])
+
+
+def test_the_served_default_is_found_in_the_grid_without_its_text_weight() -> None:
+    assert FusionConfig().weights.get("text", 0) > 0  # the default names s_q, which image-only backbones drop
+    label = served_label(sweep_grid())
+    assert label is not None and sweep_grid()[label].weights == {k: w for k, w in FusionConfig().weights.items() if k != "text"}
+    assert served_label({"other": FusionConfig(weights={"patch": 1.0, "global": 0.1})}) is None
