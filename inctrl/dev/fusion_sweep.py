@@ -99,11 +99,12 @@ def render_frontier(results: Mapping[str, CategoryResult], grid: Mapping[str, Fu
         "|---|---|---|" + "---|" * len(rows),
         f"| {PATCH_ONLY} (AUROC) | | | " + " | ".join(patch) + " |",
     ]
-    for c in frontier:
-        lines.append(f"| {c.name} | {c.worst:+.2f} | {c.mean:+.2f} | " + " | ".join(f"{c.deltas[row]:+.2f}" for row in rows) + " |")
-    for c in everything:
-        if c.name == served:
-            lines.append(f"| served default: {c.name} | {c.worst:+.2f} | {c.mean:+.2f} | " + " | ".join(f"{c.deltas[row]:+.2f}" for row in rows) + " |")
+
+    def line(label: str, c: Tradeoff) -> str:
+        return f"| {label} | {c.worst:+.2f} | {c.mean:+.2f} | " + " | ".join(f"{c.deltas[row]:+.2f}" for row in rows) + " |"
+
+    lines += [line(c.name, c) for c in frontier]
+    lines += [line(f"served default: {c.name}", c) for c in everything if c.name == served]
     return "\n".join(lines)
 
 
